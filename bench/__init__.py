@@ -1,0 +1,1 @@
+"""Benchmarks for sigverify; results are written down in bench/RESULTS.md."""

@@ -1,0 +1,1 @@
+"""sigverify: verify Sigstore signatures of container images and sign the verdict."""

@@ -1,0 +1,123 @@
+"""RFC 9457 problem details: one shape for every error the API returns.
+
+Internals never leak: an unexpected exception is logged with its traceback and answered with a
+generic 500 that carries only an id to find it in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from service import registry
+from service.verification import UpstreamError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://sigverify.dev/problems/"
+
+
+class ApiProblem(Exception):  # noqa: N818 - it is a response, not only an error
+    """An error the API answers with a problem+json body."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, *, kind: str | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.kind = kind or title.lower().replace(" ", "-")
+        self.extra = extra
+
+
+def problem(
+    status: int, title: str, detail: str, *, kind: str | None = None, **extra: Any
+) -> Response:
+    """A problem+json response; `extra` members (e.g. `errors`) are added as they are."""
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + (kind or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path if request else None,
+    }
+    body.update(extra)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    if status == 405 and "allow" in extra:
+        response.headers["Allow"] = ", ".join(extra["allow"])
+    return response
+
+
+# Registry errors as the API answers them: (status, title, problem type). Most specific first.
+REGISTRY_PROBLEMS: tuple[tuple[type[registry.RegistryError], int, str, str], ...] = (
+    (registry.InvalidReference, 400, "Bad Request", "invalid-request"),
+    (registry.AddressRefused, 403, "Forbidden", "registry-refused"),
+    (registry.NotFound, 404, "Not Found", "image-not-found"),
+    (registry.LimitExceeded, 422, "Unprocessable Content", "limit-exceeded"),
+    (registry.RegistryTimeout, 504, "Gateway Timeout", "registry-timeout"),
+    (registry.Unauthorized, 502, "Bad Gateway", "registry-unauthorized"),
+    (registry.Unavailable, 502, "Bad Gateway", "registry-unavailable"),
+    (registry.RegistryError, 502, "Bad Gateway", "registry-bad-response"),
+)
+
+
+def registry_problem(exc: registry.RegistryError) -> ApiProblem:
+    """The problem a registry error is answered with; the message names what failed."""
+    for kind, status, title, name in REGISTRY_PROBLEMS:
+        if isinstance(exc, kind):
+            extra: dict[str, Any] = {"reason": exc.reason}
+            if kind is registry.InvalidReference:
+                extra["errors"] = {"image": [str(exc)]}
+            return ApiProblem(status, title, f"registry: {exc}", kind=name, **extra)
+    raise AssertionError("RegistryError is the last row")  # pragma: no cover
+
+
+def install(app: Flask) -> None:
+    """Answer every error, routing ones included, with problem+json."""
+
+    @app.errorhandler(ApiProblem)
+    def _api_problem(exc: ApiProblem) -> Response:
+        return problem(exc.status, exc.title, exc.detail, kind=exc.kind, **exc.extra)
+
+    @app.errorhandler(registry.RegistryError)
+    def _registry(exc: registry.RegistryError) -> Response:
+        found = registry_problem(exc)
+        return problem(found.status, found.title, found.detail, kind=found.kind, **found.extra)
+
+    @app.errorhandler(UpstreamError)
+    def _upstream(exc: UpstreamError) -> Response:
+        if exc.timeout:
+            return problem(504, "Gateway Timeout", str(exc), kind="rekor-timeout")
+        return problem(502, "Bad Gateway", str(exc), kind="rekor-unavailable")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        extra: dict[str, Any] = {}
+        if status == 405 and exc.response is None:
+            valid = getattr(exc, "valid_methods", None)
+            if valid:
+                extra["allow"] = sorted(valid)
+        detail = exc.description or exc.name
+        if status == 404:
+            detail = f"no such resource: {request.path}"
+        elif status == 405:
+            detail = f"method {request.method} is not allowed on {request.path}"
+        return problem(status, exc.name, detail, **extra)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        incident = uuid.uuid4().hex
+        log.exception("unhandled error (incident %s)", incident)
+        return problem(
+            500,
+            "Internal Server Error",
+            f"the service failed unexpectedly; incident {incident} is in its log",
+            incident=incident,
+        )

@@ -1,0 +1,78 @@
+"""Request schemas: shape and types here, meaning in `service.core.policy_from_mapping`.
+
+Unknown fields are refused, so a misspelt constraint (`certificateIdentiy`) is a 400 naming the
+field rather than a policy that silently accepts more than intended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+from service.registry import RegistryError, parse_reference
+
+MAX_REFERENCE = 512
+MAX_VALUE = 1024
+MAX_PEM = 16384
+MAX_LIST = 20
+
+
+def _text() -> fields.String:
+    """A non-empty string of bounded length (every policy value)."""
+    return fields.String(validate=validate.Length(min=1, max=MAX_VALUE))
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class IdentitySchema(_Strict):
+    """One acceptable signer identity, as `cosign verify` flags (camelCase)."""
+
+    certificateIdentity = _text()
+    certificateIdentityRegexp = _text()
+    certificateOidcIssuer = _text()
+    certificateOidcIssuerRegexp = _text()
+    certificateGithubWorkflowTrigger = _text()
+    certificateGithubWorkflowSha = _text()
+    certificateGithubWorkflowName = _text()
+    certificateGithubWorkflowRepository = _text()
+    certificateGithubWorkflowRef = _text()
+    extensions = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=64)),
+        values=_text(),
+        validate=validate.Length(max=32),
+    )
+
+
+class TransparencyLogSchema(_Strict):
+    required = fields.Boolean()
+    allowInclusionPromise = fields.Boolean()
+
+
+class PolicySchema(IdentitySchema):
+    """An inline policy: top-level identity fields, more identities, keys and a threshold."""
+
+    identities = fields.List(fields.Nested(IdentitySchema), validate=validate.Length(max=MAX_LIST))
+    keys = fields.List(
+        fields.String(validate=validate.Length(min=1, max=MAX_PEM)),
+        validate=validate.Length(max=MAX_LIST),
+    )
+    threshold = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_LIST))
+    transparencyLog = fields.Nested(TransparencyLogSchema)
+
+
+class VerifyRequestSchema(_Strict):
+    """`POST /v1/verify`: an image reference and the policy to verify it against."""
+
+    image = fields.String(required=True, validate=validate.Length(min=1, max=MAX_REFERENCE))
+    policy = fields.Nested(PolicySchema, required=True)
+
+    @validates("image")
+    def _image_parses(self, value: str, **_: Any) -> None:
+        try:
+            parse_reference(value)
+        except RegistryError as exc:
+            raise ValidationError(str(exc)) from None

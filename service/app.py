@@ -1,0 +1,107 @@
+"""The application factory: settings first, then services, then blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+
+from service.api import errors, health, verify
+from service.cache import Cache, make_cache
+from service.config import Settings, SettingsError
+from service.core import CoreError, TrustRoot
+from service.keys import load_signing_key
+from service.registry import RegistryClient, RegistryConfig
+from service.state import Services
+from service.tlog import CircuitBreaker, RekorClient
+from service.tlog.trust import load_trust_root_source
+from service.verification import VerificationService
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+
+
+def build_services(settings: Settings) -> Services:
+    """Load trust material and keys and connect the cache; bad settings raise SettingsError."""
+    source = load_trust_root_source(settings)
+    try:
+        trust = TrustRoot.from_json(source.data)
+    except CoreError as exc:
+        raise SettingsError(f"trusted root from {source.origin}: {exc}") from None
+    cache = make_cache(settings.redis_url)
+    signing_key = load_signing_key(settings.signing_key_file, settings.data_dir)
+    registry = RegistryClient(RegistryConfig.from_settings(settings))
+    rekor = _rekor_client(settings, trust, cache)
+    verifier = VerificationService(
+        registry=registry,
+        rekor=rekor,
+        cache=cache,
+        trust=trust,
+        signing_key=signing_key,
+        verdict_ttl=settings.verdict_ttl,
+        max_search_entries=settings.max_signatures,
+    )
+    return Services(
+        settings=settings,
+        cache=cache,
+        trust=trust,
+        trust_origin=source.origin,
+        signing_key=signing_key,
+        registry=registry,
+        rekor=rekor,
+        verifier=verifier,
+    )
+
+
+def rekor_url(settings: Settings, trust: TrustRoot) -> str | None:
+    """The Rekor v1 API to look entries up in: the setting, else the trust root's first log.
+
+    Trust roots list their Rekor v1 log first; later (v2, tiled) logs serve no lookup API.
+    """
+    if settings.rekor_url:
+        return settings.rekor_url
+    for log_key in trust.rekor_logs.values():
+        if log_key.base_url:
+            return log_key.base_url
+    return None
+
+
+def _rekor_client(settings: Settings, trust: TrustRoot, cache: Cache) -> RekorClient | None:
+    url = rekor_url(settings, trust)
+    if url is None:
+        log.warning("no rekor url in settings or trust root: signatures needing a lookup fail")
+        return None
+    return RekorClient(
+        url,
+        cache,
+        timeout=settings.rekor_timeout,
+        retries=settings.rekor_retries,
+        breaker=CircuitBreaker(settings.rekor_breaker_failures, settings.rekor_breaker_cooldown),
+    )
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app; gunicorn calls this once per worker, after fork."""
+    settings = settings or Settings.from_env()
+    app = Flask("sigverify")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["sigverify"] = build_services(settings)
+    errors.install(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(verify.bp)
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return app

@@ -1,0 +1,188 @@
+"""One cache interface: Redis when configured, an in-process LRU otherwise.
+
+Values are bytes; callers serialise. Every cache counts hits, misses and errors per namespace so
+metrics and tests can see what it does. A Redis outage never fails a request: reads become
+misses, writes are dropped, and `healthy()` says so for `/readyz`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheStats:
+    """Hit, miss and error counts per namespace (the part of a key before the first ':')."""
+
+    hits: dict[str, int] = field(default_factory=dict)
+    misses: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, key: str, hit: bool) -> None:
+        namespace = key.split(":", 1)[0]
+        with self._lock:
+            target = self.hits if hit else self.misses
+            target[namespace] = target.get(namespace, 0) + 1
+
+    def error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+
+class Cache(Protocol):
+    """What the service needs of a cache."""
+
+    stats: CacheStats
+
+    def get(self, key: str) -> bytes | None:
+        """The value under `key`, or None when absent, expired or the cache is unreachable."""
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store `value` for `ttl` seconds; never raises."""
+
+    def healthy(self) -> bool:
+        """Whether the cache backend answers."""
+
+    @property
+    def backend(self) -> str:
+        """`redis` or `memory`."""
+
+
+class MemoryCache:
+    """An in-process LRU with per-entry expiry, for development and single-process use."""
+
+    def __init__(
+        self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    @property
+    def backend(self) -> str:
+        return "memory"
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is not None and item[0] <= self._clock():
+                del self._data[key]
+                item = None
+            if item is not None:
+                self._data.move_to_end(key)
+        self.stats.record(key, item is not None)
+        return None if item is None else item[1]
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._data[key] = (self._clock() + ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+    def healthy(self) -> bool:
+        return True
+
+
+class RedisCache:
+    """A Redis-backed cache. Errors are logged, counted and turned into misses."""
+
+    def __init__(self, url: str, *, prefix: str = "sigverify:", timeout: float = 0.5) -> None:
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+        )
+        self._prefix = prefix
+        self.stats = CacheStats()
+
+    @property
+    def backend(self) -> str:
+        return "redis"
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            value = self._client.get(self._prefix + key)
+        except redis.RedisError as exc:
+            self.stats.error()
+            log.warning("cache read failed, treating as a miss: %s", type(exc).__name__)
+            self.stats.record(key, False)
+            return None
+        self.stats.record(key, value is not None)
+        return value if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        try:
+            self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
+        except redis.RedisError as exc:
+            self.stats.error()
+            log.warning("cache write dropped: %s", type(exc).__name__)
+
+    def healthy(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError:
+            return False
+
+
+def make_cache(redis_url: str | None) -> Cache:
+    """Redis when a URL is configured, the in-process LRU otherwise."""
+    if redis_url:
+        return RedisCache(redis_url)
+    return MemoryCache()
+
+
+class SingleFlight:
+    """Runs identical concurrent calls once: later callers wait for the first one's result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Call] = {}
+
+    def do(self, key: str, fn: Callable[[], bytes | None]) -> bytes | None:
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if call is None:
+                call = _Call()
+                self._calls[key] = call
+        if not leader:
+            call.done.wait()
+            if call.error is not None:
+                raise call.error
+            return call.result
+        try:
+            call.result = fn()
+            return call.result
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._calls.pop(key, None)
+            call.done.set()
+
+
+@dataclass
+class _Call:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: bytes | None = None
+    error: BaseException | None = None

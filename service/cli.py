@@ -1,0 +1,73 @@
+"""The `sigverify` command: `serve` runs gunicorn; `keygen` makes a verdict-signing key."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from service.config import Settings, SettingsError
+from service.keys import key_id
+
+
+def _serve(_args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    # Fail before forking workers: a bad trust root or key stops the start with its setting named,
+    # and the development key is created once here rather than raced by the workers.
+    from service.app import build_services  # noqa: PLC0415 - keeps `keygen` light
+
+    build_services(settings)
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:service.gunicorn_conf",
+        "--bind", settings.bind,
+        "--workers", str(settings.workers),
+        "--threads", str(settings.threads),
+        "service.wsgi:app",
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
+    return 0  # pragma: no cover - execv does not return
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    print(f"wrote {out} (key id {key_id(key.public_key())})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sigverify", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP service under gunicorn")
+    serve.set_defaults(func=_serve)
+    keygen = commands.add_parser("keygen", help="write a new ECDSA P-256 verdict-signing key")
+    keygen.add_argument("out", type=Path, help="file to create (mode 0600; never overwritten)")
+    keygen.set_defaults(func=_keygen)
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        print(f"sigverify: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"sigverify: {exc.filename} exists; not overwriting it", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Typed settings read from `SIGVERIFY_*` environment variables.
+
+Every setting has a default that lets `sigverify serve` start with no configuration at all; each
+production setting overrides its default. A bad value stops the start with a message that names
+the variable. The README's settings table is checked against `SETTINGS` by a test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "SIGVERIFY_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use; the message names the variable."""
+
+
+def _str(value: str) -> str:
+    return value
+
+
+def _opt_str(value: str) -> str | None:
+    return value or None
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+def _opt_path(value: str) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if not lo <= number <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return number
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        number = float(value)
+        if not lo <= number <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return number
+
+    return parse
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _bind(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT")
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its field, default (as the variable's text) and meaning."""
+
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "bind",
+        "127.0.0.1:8080",
+        _bind,
+        "Address gunicorn listens on (use 0.0.0.0:8080 in a container).",
+    ),
+    Setting(
+        "workers", "2", _int(1, 64), "gunicorn worker processes (one per core is a good start)."
+    ),
+    Setting(
+        "threads", "4", _int(1, 64), "Threads per worker (requests wait on registries and Rekor)."
+    ),
+    Setting("data_dir", "./var", _path, "Writable directory for the development signing key."),
+    Setting("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR."),
+    Setting(
+        "redis_url",
+        "",
+        _opt_str,
+        "Redis URL for the shared cache; empty means an in-process cache.",
+    ),
+    Setting(
+        "signing_key_file",
+        "",
+        _opt_path,
+        "PEM ECDSA P-256 key that signs verdicts; empty: a development key in the data directory.",
+    ),
+    Setting(
+        "trust_root_file",
+        "",
+        _opt_path,
+        "A Sigstore trusted_root.json; empty: the production root in sigstore-python (offline).",
+    ),
+    Setting(
+        "tuf_url",
+        "",
+        _opt_str,
+        "A TUF repository URL to fetch the trusted root from at start.",
+    ),
+    Setting(
+        "rekor_url",
+        "",
+        _opt_str,
+        "Rekor to look log entries up in; empty means the first Rekor v1 log in the trust root.",
+    ),
+    Setting("rekor_timeout", "3", _float(0.1, 60), "Seconds for one Rekor request."),
+    Setting(
+        "rekor_retries",
+        "2",
+        _int(0, 5),
+        "Retries of a Rekor request after a timeout, connection error, 5xx or 429.",
+    ),
+    Setting(
+        "rekor_breaker_failures",
+        "5",
+        _int(1, 1000),
+        "Consecutive Rekor failures that open the circuit breaker (lookups then fail fast).",
+    ),
+    Setting(
+        "rekor_breaker_cooldown",
+        "30",
+        _float(0, 3600),
+        "Seconds the Rekor circuit breaker stays open before one trial request.",
+    ),
+    Setting("registry_timeout", "10", _float(0.1, 120), "Seconds for one registry request."),
+    Setting(
+        "insecure_registries",
+        "",
+        _list,
+        "Registries (host[:port], comma-separated) reached over plain HTTP.",
+    ),
+    Setting(
+        "registry_allow",
+        "",
+        _list,
+        "If set, only these registries (host[:port] patterns, comma-separated) may be contacted.",
+    ),
+    Setting(
+        "registry_deny",
+        "",
+        _list,
+        "Registries (host[:port] patterns, comma-separated) that are never contacted.",
+    ),
+    Setting(
+        "allow_loopback",
+        "false",
+        _bool,
+        "Allow registries on loopback addresses (tests and local development only).",
+    ),
+    Setting(
+        "allow_private", "false", _bool, "Allow registries on private (RFC 1918, ULA) addresses."
+    ),
+    Setting("docker_config", "", _opt_path, "A docker config.json with registry credentials."),
+    Setting(
+        "max_manifest_bytes", "4194304", _int(1024, 64 << 20), "Largest manifest fetched, in bytes."
+    ),
+    Setting(
+        "max_blob_bytes",
+        "4194304",
+        _int(1024, 256 << 20),
+        "Largest signature blob fetched, in bytes.",
+    ),
+    Setting(
+        "max_signatures",
+        "20",
+        _int(1, 1000),
+        "Most signatures and attestations examined per image.",
+    ),
+    Setting(
+        "max_body_bytes", "65536", _int(1024, 16 << 20), "Largest request body accepted, in bytes."
+    ),
+    Setting(
+        "max_regexp_length",
+        "256",
+        _int(1, 4096),
+        "Longest identity or issuer regular expression accepted.",
+    ),
+    Setting(
+        "verdict_ttl",
+        "300",
+        _float(0, 86400),
+        "Seconds a verdict stays cached (0 disables verdict caching).",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration; build it with `Settings.from_env()` or directly in tests."""
+
+    bind: str = "127.0.0.1:8080"
+    workers: int = 2
+    threads: int = 4
+    data_dir: Path = Path("./var")
+    log_level: str = "INFO"
+    redis_url: str | None = None
+    signing_key_file: Path | None = None
+    trust_root_file: Path | None = None
+    tuf_url: str | None = None
+    rekor_url: str | None = None
+    rekor_timeout: float = 3.0
+    rekor_retries: int = 2
+    rekor_breaker_failures: int = 5
+    rekor_breaker_cooldown: float = 30.0
+    registry_timeout: float = 10.0
+    insecure_registries: tuple[str, ...] = ()
+    registry_allow: tuple[str, ...] = ()
+    registry_deny: tuple[str, ...] = ()
+    allow_loopback: bool = False
+    allow_private: bool = False
+    docker_config: Path | None = None
+    max_manifest_bytes: int = 4 << 20
+    max_blob_bytes: int = 4 << 20
+    max_signatures: int = 20
+    max_body_bytes: int = 65536
+    max_regexp_length: int = 256
+    verdict_ttl: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from `environ` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        known = {setting.env for setting in SETTINGS}
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(f"{unknown[0]}: unknown setting")
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = env.get(setting.env, setting.default)
+            try:
+                values[setting.name] = setting.parse(raw.strip())
+            except ValueError as exc:
+                raise SettingsError(f"{setting.env}={raw!r}: {exc}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-setting rules that a single value cannot show."""
+        if self.trust_root_file is not None and self.tuf_url is not None:
+            raise SettingsError(
+                f"{PREFIX}TRUST_ROOT_FILE and {PREFIX}TUF_URL: set one trust-root source, not both"
+            )
+        for name in ("signing_key_file", "trust_root_file", "docker_config"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{PREFIX}{name.upper()}={str(path)!r}: no such file")
+
+
+assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], (
+    "SETTINGS and Settings differ"
+)

@@ -1,0 +1,39 @@
+"""Per-app state: the services one worker uses, kept in `app.extensions["sigverify"]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+from service.cache import Cache
+from service.config import Settings
+from service.keys import SigningKey
+
+if TYPE_CHECKING:
+    from service.core import TrustRoot
+    from service.registry import RegistryClient
+    from service.tlog import RekorClient
+    from service.verification import VerificationService
+
+
+@dataclass
+class Services:
+    """Everything a request needs, built once per worker by `create_app`."""
+
+    settings: Settings
+    cache: Cache
+    trust: TrustRoot
+    trust_origin: str
+    signing_key: SigningKey
+    registry: RegistryClient
+    rekor: RekorClient | None
+    verifier: VerificationService
+
+
+def services() -> Services:
+    """The services of the app handling the current request."""
+    svc = current_app.extensions["sigverify"]
+    assert isinstance(svc, Services)
+    return svc

@@ -1,0 +1,85 @@
+"""Signed verdicts: an in-toto Statement v1 whose predicate is a SLSA Verification Summary v1,
+wrapped in a DSSE envelope signed with the service's ECDSA P-256 key.
+
+A deploy tool checks a verdict with nothing but the public key from `GET /v1/keys`:
+ECDSA-SHA256 over PAE(payloadType, payload), then reads the statement's subject and
+`verificationResult`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from service.keys import SigningKey
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+VSA_TYPE = "https://slsa.dev/verification_summary/v1"
+VERIFIER_ID = "https://github.com/sigverify/sigverify"
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE pre-authentication encoding: what the signature covers."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+@dataclass(frozen=True)
+class VerdictSubject:
+    """What was verified: the repository name and the image digest."""
+
+    name: str
+    digest: str  # "sha256:<hex>"
+
+
+def statement(
+    *,
+    subject: VerdictSubject,
+    verified: bool,
+    policy_name: str | None,
+    policy_digest: str,
+    inputs: Sequence[str],
+    verified_at: datetime,
+    version: str,
+) -> dict[str, Any]:
+    """The in-toto Statement (SLSA VSA v1 predicate) for one verdict."""
+    algorithm, _, hex_digest = subject.digest.partition(":")
+    policy: dict[str, Any] = {"digest": {"sha256": policy_digest}}
+    if policy_name:
+        policy["uri"] = f"sigverify:policy/{policy_name}"
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": subject.name, "digest": {algorithm: hex_digest}}],
+        "predicateType": VSA_TYPE,
+        "predicate": {
+            "verifier": {"id": VERIFIER_ID, "version": {"sigverify": version}},
+            "timeVerified": verified_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "resourceUri": f"oci://{subject.name}@{subject.digest}",
+            "policy": policy,
+            "inputAttestations": [
+                {"uri": f"oci://{subject.name}@{d}", "digest": {"sha256": d.partition(":")[2]}}
+                for d in inputs
+            ],
+            "verificationResult": "PASSED" if verified else "FAILED",
+            "verifiedLevels": [],
+        },
+    }
+
+
+def sign(statement_obj: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
+    """A DSSE envelope over the statement, signed with `key`."""
+    payload = json.dumps(statement_obj, separators=(",", ":"), sort_keys=True).encode()
+    signature = key.private_key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    return {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": key.key_id, "sig": base64.b64encode(signature).decode()}],
+    }

@@ -1,0 +1,253 @@
+"""`VerificationService`: the orchestration of one verification, and nothing else.
+
+1. verdict cache hit? → the cached signed verdict
+2. registry: resolve tag → digest, discover signatures
+3. tlog: complete each signature's log evidence (Rekor lookups, cached)
+4. core: verify every signature against trust root + policy (pure)
+5. verdicts: build and sign the verdict
+6. cache the verdict
+
+A verification failure is a normal, signed, cacheable verdict. An operational failure (registry
+or Rekor unreachable) raises `UpstreamError` and is never signed or cached; the one exception is a
+Rekor outage that the evidence already in hand makes irrelevant (a verified SET where the policy
+accepts one), which gives a correct verdict that says it was degraded.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from service import core, verdicts
+from service.cache import Cache
+from service.keys import SigningKey
+from service.registry import (
+    Discovery,
+    ImageReference,
+    RegistryClient,
+    ResolvedImage,
+    discover,
+)
+from service.tlog import RekorClient, TlogError, TlogTimeout, TlogUnavailable
+
+log = logging.getLogger(__name__)
+
+VERSION = importlib.metadata.version("sigverify")
+
+
+class UpstreamError(Exception):
+    """Rekor could not be reached and the verdict would depend on it."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A verdict (JSON-ready, signed) and whether it came from the cache."""
+
+    verdict: dict[str, Any]
+    cached: bool
+
+
+class VerificationService:
+    """Verifies images: registry, log evidence, pure core, signed verdict, cache."""
+
+    def __init__(
+        self,
+        *,
+        registry: RegistryClient,
+        rekor: RekorClient | None,
+        cache: Cache,
+        trust: core.TrustRoot,
+        signing_key: SigningKey,
+        verdict_ttl: float,
+        max_search_entries: int = 20,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._registry = registry
+        self._rekor = rekor
+        self._cache = cache
+        self._trust = trust
+        self._key = signing_key
+        self._verdict_ttl = verdict_ttl
+        self._max_search_entries = max_search_entries
+        self._clock = clock
+
+    def verify(self, reference: ImageReference, policy: core.Policy) -> Verification:
+        """Verify one image against `policy`. Registry errors propagate as `RegistryError`."""
+        # (2): tags move, so the digest is resolved on every request; everything after is keyed
+        # by content.
+        resolved = self._registry.resolve(reference)
+        key = self._verdict_key(resolved, policy)
+        if self._verdict_ttl > 0:
+            hit = self._cache.get(key)
+            if hit is not None:
+                # (1): verdicts are signed and immutable for their key, so a hit is served as is.
+                return Verification(json.loads(hit), cached=True)
+        discovery = discover(self._registry, resolved)
+        signatures = _core_inputs(discovery)
+        # (3): complete the log evidence.
+        entries, outage = self._log_entries(core.needed_log_lookups(signatures))
+        # (4): the pure core decides.
+        now = self._clock()
+        result = core.verify_image(
+            image_digest=resolved.digest,
+            signatures=signatures,
+            log_entries=entries,
+            policy=policy,
+            trust=self._trust,
+            now=now,
+        )
+        if outage is not None and not result.verified:
+            # The failure may be the outage's doing: say so as an error, never as a verdict.
+            raise outage
+        # (5): build and sign.
+        verdict = self._verdict(resolved, policy, result, now, degraded=outage is not None)
+        # (6): cache; a degraded verdict is correct but re-checked soon.
+        if self._verdict_ttl > 0:
+            ttl = self._verdict_ttl if outage is None else min(self._verdict_ttl, 30.0)
+            self._cache.set(key, json.dumps(verdict).encode(), ttl)
+        return Verification(verdict, cached=False)
+
+    def _verdict_key(self, resolved: ResolvedImage, policy: core.Policy) -> str:
+        ref = resolved.reference
+        return (
+            f"verdict:{ref.registry}/{ref.repository}@{resolved.digest}"
+            f":{policy.digest}:{self._trust.digest}"
+        )
+
+    def _log_entries(
+        self, lookups: list[core.LogLookup]
+    ) -> tuple[dict[core.LogLookup, tuple[core.LogEntry, ...]], UpstreamError | None]:
+        """Fetch each lookup; an unusable answer is no evidence, an outage is remembered."""
+        entries: dict[core.LogLookup, tuple[core.LogEntry, ...]] = {}
+        outage: UpstreamError | None = None
+        for lookup in lookups:
+            try:
+                entries[lookup] = self._fetch(lookup)
+            except TlogUnavailable as exc:
+                log.warning("rekor unavailable for %s=%s: %s", lookup.by, lookup.value, exc)
+                entries[lookup] = ()
+                outage = UpstreamError(
+                    f"rekor unavailable: {exc}", timeout=isinstance(exc, TlogTimeout)
+                )
+            except (TlogError, core.CoreError) as exc:
+                # A malformed answer is evidence we cannot use; the core then fails closed.
+                log.warning("rekor answer unusable for %s=%s: %s", lookup.by, lookup.value, exc)
+                entries[lookup] = ()
+        return entries, outage
+
+    def _fetch(self, lookup: core.LogLookup) -> tuple[core.LogEntry, ...]:
+        """Rekor's entries for one lookup; a hash search may find one per signer."""
+        if self._rekor is None:
+            return ()
+        raws: list[Mapping[str, Any] | None]
+        if lookup.by == "logIndex":
+            raws = [self._rekor.entry_by_log_index(int(lookup.value))]
+        elif lookup.by == "uuid":
+            raws = [self._rekor.entry_by_uuid(lookup.value)]
+        else:
+            uuids = self._rekor.search_by_hash(lookup.value)[: self._max_search_entries]
+            raws = list(self._rekor.entries_by_uuids(uuids).values()) if uuids else []
+        return tuple(core.LogEntry.from_rekor_response(raw) for raw in raws if raw is not None)
+
+    def _verdict(
+        self,
+        resolved: ResolvedImage,
+        policy: core.Policy,
+        result: core.ImageResult,
+        now: datetime,
+        *,
+        degraded: bool,
+    ) -> dict[str, Any]:
+        ref = resolved.reference
+        name = f"{ref.registry}/{ref.repository}"
+        body = result.to_dict()
+        statement = verdicts.statement(
+            subject=verdicts.VerdictSubject(name=name, digest=resolved.digest),
+            verified=result.verified,
+            policy_name=None,
+            policy_digest=policy.digest,
+            inputs=[s["digest"] for s in body["signatures"] if s.get("verified")],
+            verified_at=now,
+            version=VERSION,
+        )
+        return {
+            "verified": result.verified,
+            "image": {
+                "reference": ref.canonical,
+                "registry": ref.registry,
+                "repository": ref.repository,
+                "tag": ref.tag,
+                "digest": resolved.digest,
+                "resolvedFromTag": ref.digest is None,
+                "mediaType": resolved.media_type,
+                "manifestFound": resolved.manifest is not None,
+                "platforms": [dict(p) for p in resolved.platforms],
+            },
+            "policy": {"digest": policy.digest},
+            "trustRoot": {"digest": self._trust.digest},
+            "signers": body["signers"],
+            "signatures": body["signatures"],
+            "reasons": _reasons(resolved, body["reasons"]),
+            "degraded": degraded,
+            "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "signedVerdict": verdicts.sign(statement, self._key),
+        }
+
+
+def _reasons(resolved: ResolvedImage, reasons: list[str]) -> list[str]:
+    """The core's reasons, with the likeliest cause first when the image itself is absent."""
+    if resolved.manifest is None and reasons:
+        ref = resolved.reference
+        return [
+            f"the registry holds no manifest {resolved.digest} in {ref.registry}/{ref.repository}"
+            " (is the reference right?)",
+            *reasons,
+        ]
+    return reasons
+
+
+def _core_inputs(
+    discovery: Discovery,
+) -> list[core.CosignSignature | core.CosignAttestation | core.BundleSignature]:
+    """Registry artifacts → the core's input types, layer by layer."""
+    out: list[core.CosignSignature | core.CosignAttestation | core.BundleSignature] = []
+    for artifact in discovery.artifacts:
+        for layer in artifact.layers:
+            if artifact.kind == "cosign-signature":
+                out.append(
+                    core.CosignSignature(
+                        payload=layer.data,
+                        annotations=layer.annotations,
+                        media_type=layer.media_type,
+                        layer_digest=layer.digest,
+                        source=artifact.source,
+                    )
+                )
+            elif artifact.kind == "cosign-attestation":
+                out.append(
+                    core.CosignAttestation(
+                        payload=layer.data,
+                        annotations=layer.annotations,
+                        media_type=layer.media_type,
+                        layer_digest=layer.digest,
+                        source=artifact.source,
+                    )
+                )
+            else:
+                out.append(
+                    core.BundleSignature(
+                        bundle=layer.data,
+                        manifest_digest=artifact.manifest_digest,
+                        source=artifact.source,
+                    )
+                )
+    return out

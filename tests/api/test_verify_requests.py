@@ -1,0 +1,170 @@
+"""`POST /v1/verify` refuses malformed requests with a 400 that names the field, before any I/O.
+
+The app here has default settings: loopback registries are refused, so a request that got past
+validation would be answered 403 by the outbound guard, never by a fetch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask
+
+from service.app import create_app
+from service.config import Settings
+
+IDENTITY = {
+    "certificateIdentity": "https://github.com/a/b/.github/workflows/release.yml@refs/heads/main",
+    "certificateOidcIssuer": "https://token.actions.githubusercontent.com",
+}
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert isinstance(body, dict)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"policy": IDENTITY}, "image"),
+        ({"image": "ghcr.io/a/b:v1"}, "policy"),
+        ({"image": "", "policy": IDENTITY}, "image"),
+        ({"image": "ghcr.io/A/b:v1", "policy": IDENTITY}, "image"),
+        ({"image": "ghcr.io/a/b:" + "x" * 200, "policy": IDENTITY}, "image"),
+        ({"image": "ghcr.io/a/b@sha256:123", "policy": IDENTITY}, "image"),
+        ({"image": "ghcr.io/a/b:v1", "policy": IDENTITY, "extra": 1}, "extra"),
+        (
+            {"image": "ghcr.io/a/b:v1", "policy": {**IDENTITY, "certificateIdentiy": "x"}},
+            "policy.certificateIdentiy",
+        ),
+        ({"image": "ghcr.io/a/b:v1", "policy": {**IDENTITY, "threshold": 0}}, "policy.threshold"),
+        (
+            {"image": "ghcr.io/a/b:v1", "policy": {**IDENTITY, "threshold": "2"}},
+            "policy.threshold",
+        ),
+        ({"image": "ghcr.io/a/b:v1", "policy": {**IDENTITY, "keys": [""]}}, "policy.keys.0"),
+        (
+            {"image": "ghcr.io/a/b:v1", "policy": {**IDENTITY, "transparencyLog": {"x": True}}},
+            "policy.transparencyLog.x",
+        ),
+        ({"image": ["ghcr.io/a/b:v1"], "policy": IDENTITY}, "image"),
+    ],
+)
+def test_malformed_fields_are_named(client: httpx.Client, body: dict[str, Any], field: str) -> None:
+    found = problem(client.post("/v1/verify", json=body), 400)
+    assert field in found["errors"], found
+    assert field in found["detail"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "field", "fragment"),
+    [
+        ({}, "policy", "at least one"),
+        ({"certificateOidcIssuer": "https://issuer"}, "policy.certificateIdentity", "any signer"),
+        (
+            {**IDENTITY, "certificateIdentityRegexp": "^x$"},
+            "policy.certificateIdentityRegexp",
+            "found both",
+        ),
+        (
+            {"certificateIdentityRegexp": "(", "certificateOidcIssuer": "https://i"},
+            "policy.certificateIdentityRegexp",
+            "invalid regexp",
+        ),
+        (
+            {"certificateIdentityRegexp": "a" * 257, "certificateOidcIssuer": "https://i"},
+            "policy.certificateIdentityRegexp",
+            "at most 256",
+        ),
+        (
+            {**IDENTITY, "extensions": {"noSuchClaim": "x"}},
+            "policy.extensions.noSuchClaim",
+            "unknown fulcio extension",
+        ),
+        ({"keys": ["not a pem"]}, "policy.keys[0]", "key"),
+        ({"identities": [{"certificateOidcIssuer": "https://i"}]}, "policy.identities[0]", ""),
+    ],
+)
+def test_meaningless_policies_are_refused(
+    client: httpx.Client, policy: dict[str, Any], field: str, fragment: str
+) -> None:
+    body = problem(
+        client.post("/v1/verify", json={"image": "ghcr.io/a/b:v1", "policy": policy}), 400
+    )
+    (name,) = body["errors"]
+    assert name.startswith(field), body
+    assert fragment in body["detail"]
+
+
+def test_backtracking_bombs_are_linear_under_re2(client: httpx.Client) -> None:
+    """A regexp that would backtrack for ever in Python's `re` is accepted and cheap in RE2.
+
+    It gets as far as the outbound guard (a 403 for this loopback registry), not a hang.
+    """
+    policy = {"certificateIdentityRegexp": "^(a+)+$", "certificateOidcIssuer": "https://i"}
+    body = problem(client.post("/v1/verify", json={"image": "127.1/a/b:v1", "policy": policy}), 403)
+    assert body["type"].endswith("/registry-refused")
+
+
+@pytest.mark.parametrize(
+    "content", [b"not json", b"[1, 2]", b'"text"', b"{", b'{"image": "a", "policy": {}'], ids=repr
+)
+def test_bodies_that_are_not_an_object(client: httpx.Client, content: bytes) -> None:
+    response = client.post(
+        "/v1/verify", content=content, headers={"content-type": "application/json"}
+    )
+    assert "JSON object" in problem(response, 400)["detail"]
+
+
+def test_json_without_its_content_type(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/verify",
+        content=b'{"image": "ghcr.io/a/b:v1", "policy": {}}',
+        headers={"content-type": "text/plain"},
+    )
+    assert "Content-Type: application/json" in problem(response, 400)["detail"]
+
+
+def test_a_body_above_the_limit_is_413(client: httpx.Client) -> None:
+    policy = {**IDENTITY, "keys": ["k" * 16000] * 5}
+    found = problem(
+        client.post("/v1/verify", json={"image": "ghcr.io/a/b:v1", "policy": policy}), 413
+    )
+    assert found["title"] == "Request Entity Too Large"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "127.1/a/b:v1",
+        "2130706433:5000/a/b:v1",
+        "[::ffff:127.0.0.1]:5000/a/b:v1",
+        "localhost:1/a/b:v1",
+    ],
+)
+def test_loopback_registries_are_refused_by_default(
+    app: Flask, client: httpx.Client, image: str
+) -> None:
+    body = problem(client.post("/v1/verify", json={"image": image, "policy": IDENTITY}), 403)
+    assert body["type"].endswith("/registry-refused")
+    assert body["reason"] == "address-refused"
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_registry_lists_are_applied_before_any_lookup(tmp_path: Any) -> None:
+    settings = Settings(
+        data_dir=tmp_path, rekor_url="http://127.0.0.1:1", registry_deny=("*.internal",)
+    )
+    client = create_app(settings).test_client()
+    response = client.post(
+        "/v1/verify", json={"image": "registry.corp.internal/a/b:v1", "policy": IDENTITY}
+    )
+    assert response.status_code == 403
+    assert "deny-list" in response.get_json()["detail"]
