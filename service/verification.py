@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service import core, verdicts
-from service.cache import Cache
+from service.cache import Cache, SingleFlight
 from service.keys import SigningKey
 from service.registry import (
     Discovery,
@@ -38,6 +38,7 @@ from service.tlog import RekorClient, TlogError, TlogTimeout, TlogUnavailable
 log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
+DEGRADED_TTL = 30.0  # seconds a verdict resting on a SET during a Rekor outage stays cached
 
 
 class UpstreamError(Exception):
@@ -79,6 +80,7 @@ class VerificationService:
         self._verdict_ttl = verdict_ttl
         self._max_search_entries = max_search_entries
         self._clock = clock
+        self._flight = SingleFlight()
 
     def verify(self, reference: ImageReference, policy: core.Policy) -> Verification:
         """Verify one image against `policy`. Registry errors propagate as `RegistryError`."""
@@ -86,15 +88,27 @@ class VerificationService:
         # by content.
         resolved = self._registry.resolve(reference)
         key = self._verdict_key(resolved, policy)
-        if self._verdict_ttl > 0:
-            hit = self._cache.get(key)
-            if hit is not None:
-                # (1): verdicts are signed and immutable for their key, so a hit is served as is.
-                return Verification(json.loads(hit), cached=True)
+        cached = True
+        raw = self._cache.get(key) if self._verdict_ttl > 0 else None
+        if raw is None:
+            # (1) missed: identical concurrent requests do the work once.
+            cached = False
+            raw = self._flight.do(key, lambda: self._verify_resolved(resolved, policy, key))
+        assert raw is not None
+        verdict = json.loads(raw)
+        # The signed part names the image by repository and digest only; how this request
+        # named it (tag or digest) is filled in per request, so a cached verdict serves any tag.
+        verdict["image"] = _image(resolved)
+        return Verification(verdict, cached=cached)
+
+    def _verify_resolved(self, resolved: ResolvedImage, policy: core.Policy, key: str) -> bytes:
+        """Steps (2) to (6) for a resolved image: the verdict as JSON, cached unless degraded."""
         discovery = discover(self._registry, resolved)
         signatures = _core_inputs(discovery)
         # (3): complete the log evidence.
-        entries, outage = self._log_entries(core.needed_log_lookups(signatures))
+        entries, outage = self._log_entries(
+            core.needed_log_lookups(signatures, log_required=policy.transparency_log.required)
+        )
         # (4): the pure core decides.
         now = self._clock()
         result = core.verify_image(
@@ -109,12 +123,14 @@ class VerificationService:
             # The failure may be the outage's doing: say so as an error, never as a verdict.
             raise outage
         # (5): build and sign.
-        verdict = self._verdict(resolved, policy, result, now, degraded=outage is not None)
+        raw = json.dumps(
+            self._verdict(resolved, policy, result, now, degraded=outage is not None)
+        ).encode()
         # (6): cache; a degraded verdict is correct but re-checked soon.
         if self._verdict_ttl > 0:
-            ttl = self._verdict_ttl if outage is None else min(self._verdict_ttl, 30.0)
-            self._cache.set(key, json.dumps(verdict).encode(), ttl)
-        return Verification(verdict, cached=False)
+            ttl = self._verdict_ttl if outage is None else min(self._verdict_ttl, DEGRADED_TTL)
+            self._cache.set(key, raw, ttl)
+        return raw
 
     def _verdict_key(self, resolved: ResolvedImage, policy: core.Policy) -> str:
         ref = resolved.reference
@@ -181,17 +197,7 @@ class VerificationService:
         )
         return {
             "verified": result.verified,
-            "image": {
-                "reference": ref.canonical,
-                "registry": ref.registry,
-                "repository": ref.repository,
-                "tag": ref.tag,
-                "digest": resolved.digest,
-                "resolvedFromTag": ref.digest is None,
-                "mediaType": resolved.media_type,
-                "manifestFound": resolved.manifest is not None,
-                "platforms": [dict(p) for p in resolved.platforms],
-            },
+            "image": _image(resolved),
             "policy": {"digest": policy.digest},
             "trustRoot": {"digest": self._trust.digest},
             "signers": body["signers"],
@@ -201,6 +207,22 @@ class VerificationService:
             "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "signedVerdict": verdicts.sign(statement, self._key),
         }
+
+
+def _image(resolved: ResolvedImage) -> dict[str, Any]:
+    """The verdict's `image`: what was asked, and the digest and manifest it resolved to."""
+    ref = resolved.reference
+    return {
+        "reference": ref.canonical,
+        "registry": ref.registry,
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "digest": resolved.digest,
+        "resolvedFromTag": ref.digest is None,
+        "mediaType": resolved.media_type,
+        "manifestFound": resolved.manifest is not None,
+        "platforms": [dict(p) for p in resolved.platforms],
+    }
 
 
 def _reasons(resolved: ResolvedImage, reasons: list[str]) -> list[str]:

@@ -9,6 +9,8 @@ import pytest
 
 from tests.servers import RedisServer, RegistryServer, running
 
+pytest_plugins = ["tests.netguard"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

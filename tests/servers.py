@@ -226,6 +226,8 @@ class ServiceServer:
         binary = Path(sys.executable).parent / "sigverify"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGVERIFY_")}
         env.setdefault("SIGVERIFY_DATA_DIR", str(self.workdir / "data"))
+        # Never the public Rekor named in the embedded trust root: nothing listens on port 1.
+        env.setdefault("SIGVERIFY_REKOR_URL", "http://127.0.0.1:1")
         env.update({"SIGVERIFY_WORKERS": "2", "SIGVERIFY_THREADS": "4"})
         env.update(self.env)
         for _attempt in range(3):

@@ -205,14 +205,23 @@ def lookup_for(signature: Signature) -> LogLookup | None:
     return LogLookup("hash", sha256_hex(signature.payload))
 
 
-def needed_log_lookups(signatures: Sequence[Signature]) -> list[LogLookup]:
+def needed_log_lookups(
+    signatures: Sequence[Signature], *, log_required: bool = True
+) -> list[LogLookup]:
     """For each signature whose log evidence is only a SET, or absent, what to fetch from Rekor.
 
     SET bundles name their log index; signatures without a bundle are found by the sha256 of
-    their payload. Sigstore bundles carry their own evidence. Duplicates are dropped.
+    their payload. Sigstore bundles carry their own evidence. Duplicates are dropped. When the
+    policy does not require log evidence (`log_required=False`), key-based signatures need no
+    lookup; keyless ones always do, since a certificate outlives its minutes only in the log.
     """
     seen: dict[LogLookup, None] = {}
     for signature in signatures:
+        keyless = isinstance(signature, BundleSignature) or bool(
+            signature.annotations.get(CERTIFICATE_ANNOTATION)
+        )
+        if not log_required and not keyless:
+            continue
         lookup = lookup_for(signature)
         if lookup is not None:
             seen.setdefault(lookup)

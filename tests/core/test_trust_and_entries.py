@@ -151,3 +151,12 @@ def test_image_digest_must_be_a_digest() -> None:
             trust=TrustRoot.production(),
             now=datetime(2026, 1, 1, tzinfo=UTC),
         )
+
+
+def test_key_signatures_need_no_lookup_when_the_policy_needs_no_log() -> None:
+    keyless = connaisseur_signatures(connaisseur_digest("keyless"))
+    keyed = connaisseur_signatures(connaisseur_digest("multi-cosigned-alice-bob-charlie"))
+    assert needed_log_lookups(keyed, log_required=False) == []
+    assert needed_log_lookups(keyed) != []
+    # A certificate is only trustworthy through the log, whatever the policy says.
+    assert needed_log_lookups(keyless, log_required=False) == needed_log_lookups(keyless) != []
