@@ -9,7 +9,7 @@ import pytest
 
 from tests.servers import RedisServer, RegistryServer, running
 
-pytest_plugins = ["tests.netguard"]
+pytest_plugins = ["tests.netguard", "tests.sigstore_local.fixtures"]
 
 
 @pytest.fixture(scope="session")
