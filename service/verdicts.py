@@ -52,7 +52,7 @@ def statement(
 ) -> dict[str, Any]:
     """The in-toto Statement (SLSA VSA v1 predicate) for one verdict."""
     algorithm, _, hex_digest = subject.digest.partition(":")
-    policy: dict[str, Any] = {"digest": {"sha256": policy_digest}}
+    policy: dict[str, Any] = {"digest": {"sha256": policy_digest.removeprefix("sha256:")}}
     if policy_name:
         policy["uri"] = f"sigverify:policy/{policy_name}"
     return {
@@ -83,3 +83,40 @@ def sign(statement_obj: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
         "payload": base64.b64encode(payload).decode(),
         "signatures": [{"keyid": key.key_id, "sig": base64.b64encode(signature).decode()}],
     }
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def public_keys(keys: Sequence[SigningKey]) -> dict[str, Any]:
+    """The verdict keys as a verifier needs them: PEM with key ids, and a JWKS (RFC 7517).
+
+    The first key signs new verdicts; the others are still published so that verdicts they
+    signed before a rotation keep verifying.
+    """
+    listed: list[dict[str, Any]] = []
+    jwks: list[dict[str, str]] = []
+    for position, key in enumerate(keys):
+        numbers = key.private_key.public_key().public_numbers()
+        listed.append(
+            {
+                "keyId": key.key_id,
+                "algorithm": "ecdsa-p256-sha256",
+                "pem": key.public_pem,
+                "signing": position == 0,
+                "development": key.development,
+            }
+        )
+        jwks.append(
+            {
+                "kty": "EC",
+                "crv": "P-256",
+                "x": _b64url(numbers.x.to_bytes(32, "big")),
+                "y": _b64url(numbers.y.to_bytes(32, "big")),
+                "kid": key.key_id,
+                "use": "sig",
+                "alg": "ES256",
+            }
+        )
+    return {"keys": listed, "jwks": {"keys": jwks}}

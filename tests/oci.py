@@ -63,6 +63,12 @@ class Pusher:
     def close(self) -> None:
         self._client.close()
 
+    def __enter__(self) -> Pusher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def blob(
         self, repo: str, data: bytes, media_type: str = "application/octet-stream"
     ) -> Descriptor:

@@ -331,6 +331,21 @@ def push_containers_image(pusher: Pusher) -> list[Case]:
     return cases
 
 
+def _push_from_layout(
+    pusher: Pusher, repo: str, layout: Path, descriptor: dict[str, Any], ref: str
+) -> None:
+    """Push a manifest (an index with its children first) and its blobs from an OCI layout."""
+    raw = (layout / "blobs" / "sha256" / descriptor["digest"].split(":")[1]).read_bytes()
+    manifest = json.loads(raw)
+    for child in manifest.get("manifests", []):
+        _push_from_layout(pusher, repo, layout, child, child["digest"])
+    for blob in [manifest.get("config"), *manifest.get("layers", [])]:
+        if blob is not None:
+            data = (layout / "blobs" / "sha256" / blob["digest"].split(":")[1]).read_bytes()
+            pusher.blob(repo, data, blob["mediaType"])
+    pusher.manifest(repo, ref, raw, descriptor["mediaType"])
+
+
 def push_slsa_verifier(pusher: Pusher) -> list[Case]:
     """The `cosign save` OCI layouts: every blob is there, so everything is pushed as it is."""
     root = COSIGN_OCI / "slsa-verifier"
@@ -341,17 +356,13 @@ def push_slsa_verifier(pusher: Pusher) -> list[Case]:
         index = json.loads((layout / "index.json").read_bytes())
         image_digest = (root / version / "container_workflow_dispatch.digest").read_text().strip()
         for entry in index["manifests"]:
-            raw = (layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_bytes()
-            manifest = json.loads(raw)
-            for blob in [manifest["config"], *manifest.get("layers", [])]:
-                data = (layout / "blobs" / "sha256" / blob["digest"].split(":")[1]).read_bytes()
-                pusher.blob(repo, data, blob["mediaType"])
             kind = entry["annotations"]["kind"]
             ref = {
                 "dev.cosignproject.cosign/image": "latest",
+                "dev.cosignproject.cosign/imageIndex": "latest",
                 "dev.cosignproject.cosign/atts": image_digest.replace(":", "-") + ".att",
             }[kind]
-            pusher.manifest(repo, ref, raw, entry["mediaType"])
+            _push_from_layout(pusher, repo, layout, entry, ref)
         identity = (
             "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/"
             f"generator_container_slsa3.yml@refs/tags/{version}"
