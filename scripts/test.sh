@@ -17,6 +17,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 scripts/bootstrap.sh dev
+scripts/helm.sh  # .venv/tools/helm for the chart tests in tests/deploy
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -1,0 +1,180 @@
+{{/*
+The chart's name, truncated to 63 characters (a DNS label).
+*/}}
+{{- define "sigverify.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name: the release name, with the chart's name appended unless it already
+contains it.
+*/}}
+{{- define "sigverify.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sigverify.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object. Selector labels add a component, so that the service's pods and the
+in-chart Redis never select each other.
+*/}}
+{{- define "sigverify.labels" -}}
+helm.sh/chart: {{ include "sigverify.chart" . }}
+app.kubernetes.io/name: {{ include "sigverify.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sigverify
+{{- end }}
+
+{{- define "sigverify.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sigverify.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "sigverify.redis.fullname" -}}
+{{- printf "%s-redis" (include "sigverify.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sigverify.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sigverify.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{- define "sigverify.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sigverify.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+An image reference. With a digest, what runs is fixed: repository@digest, or
+repository:tag@digest when a tag is given explicitly (the tag is then only a label for people).
+Without: repository:tag, the tag defaulting to `default`.
+Call with (dict "image" .Values.image "default" .Chart.AppVersion).
+*/}}
+{{- define "sigverify.imageRef" -}}
+{{- if and .image.digest .image.tag }}
+{{- printf "%s:%s@%s" .image.repository .image.tag .image.digest }}
+{{- else if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .default .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A setting's value as the text of its environment variable: lists are comma-joined, whole
+numbers are printed as integers (YAML numbers reach templates as float64, and 4194304 would
+otherwise print as 4.194304e+06).
+*/}}
+{{- define "sigverify.settingValue" -}}
+{{- if kindIs "slice" . }}
+{{- join "," . }}
+{{- else if kindIs "float64" . }}
+{{- if eq (float64 (int64 .)) . }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- else if kindIs "invalid" . }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The port gunicorn listens on inside the pod (SIGVERIFY_BIND), and the image's EXPOSE.
+*/}}
+{{- define "sigverify.containerPort" -}}8080{{- end }}
+
+{{/*
+Where the pods mount what the chart gives them. The SIGVERIFY_* file settings point here.
+*/}}
+{{- define "sigverify.paths.dataDir" -}}/var/lib/sigverify{{- end }}
+{{- define "sigverify.paths.signingKey" -}}/etc/sigverify/signing-key/signing-key.pem{{- end }}
+{{- define "sigverify.paths.dockerConfig" -}}/etc/sigverify/registry-credentials/config.json{{- end }}
+{{- define "sigverify.paths.trustRoot" -}}/etc/sigverify/trust-root/trusted_root.json{{- end }}
+{{- define "sigverify.paths.policies" -}}/etc/sigverify/policies/policies.yaml{{- end }}
+{{- define "sigverify.paths.apiTokens" -}}/etc/sigverify/api-tokens{{- end }}
+
+{{/*
+Refuse contradictory values early, with the value named.
+*/}}
+{{- define "sigverify.validate" -}}
+{{- if and .Values.redis.internal.enabled (or .Values.redis.external.url .Values.redis.external.existingSecret) }}
+{{- fail "redis: set either redis.internal.enabled or redis.external (url or existingSecret), not both" }}
+{{- end }}
+{{- if and .Values.redis.external.url .Values.redis.external.existingSecret }}
+{{- fail "redis.external: set url or existingSecret, not both" }}
+{{- end }}
+{{- if and .Values.config.tuf_url .Values.trustRoot.existingConfigMap }}
+{{- fail "config.tuf_url and trustRoot.existingConfigMap: set one trust-root source, not both" }}
+{{- end }}
+{{- if and .Values.admissionWebhook.enabled (not .Values.admissionWebhook.caBundle) (not (hasKey .Values.admissionWebhook.annotations "cert-manager.io/inject-ca-from")) }}
+{{- fail "admissionWebhook.enabled needs admissionWebhook.caBundle (or a cert-manager.io/inject-ca-from annotation): the API server only calls webhooks over TLS" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container's variables beyond the ConfigMap: those that come from Secrets, telemetry and
+extraEnv. Empty when there are none.
+*/}}
+{{- define "sigverify.env" -}}
+{{- if and .Values.redis.internal.enabled .Values.redis.internal.auth.existingSecret }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.internal.auth.existingSecret }}
+      key: {{ .Values.redis.internal.auth.key }}
+# $(REDIS_PASSWORD) is expanded by the kubelet from the variable above.
+- name: SIGVERIFY_REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/0" (include "sigverify.redis.fullname" .) | quote }}
+{{- else if .Values.redis.external.existingSecret }}
+- name: SIGVERIFY_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.external.existingSecret }}
+      key: {{ .Values.redis.external.key }}
+{{- end }}
+{{- with .Values.telemetry.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: sigverify
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A NetworkPolicy egress rule from {ipBlocks, ports}: TCP to those ports, at those ipBlocks, or
+at any address when there are none.
+*/}}
+{{- define "sigverify.egressRule" -}}
+- ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .ipBlocks }}
+  to:
+    {{- range . }}
+    - ipBlock:
+        {{- toYaml . | nindent 8 }}
+    {{- end }}
+  {{- end }}
+{{- end }}

@@ -1,0 +1,1 @@
+"""Deployment artifacts: the Dockerfile and the Helm chart."""
