@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response
 
-from service.api import errors, health, keys, verify
+from service.api import batch, errors, health, keys, verify
 from service.cache import Cache, make_cache
 from service.config import Settings, SettingsError
 from service.core import CoreError, TrustRoot
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.install(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(verify.bp)
+    app.register_blueprint(batch.bp)
     app.register_blueprint(keys.bp)
 
     @app.after_request

@@ -215,6 +215,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest identity or issuer regular expression accepted.",
     ),
     Setting(
+        "batch_max_images", "50", _int(1, 1000), "Most images one batch verification may name."
+    ),
+    Setting(
+        "batch_concurrency",
+        "4",
+        _int(1, 64),
+        "Images of one batch verified at the same time (per request).",
+    ),
+    Setting(
         "verdict_ttl",
         "300",
         _float(0, 86400),
@@ -253,6 +262,8 @@ class Settings:
     max_signatures: int = 20
     max_body_bytes: int = 65536
     max_regexp_length: int = 256
+    batch_max_images: int = 50
+    batch_concurrency: int = 4
     verdict_ttl: float = 300.0
 
     @classmethod

@@ -35,19 +35,40 @@ class ApiProblem(Exception):  # noqa: N818 - it is a response, not only an error
         self.kind = kind or title.lower().replace(" ", "-")
         self.extra = extra
 
+    def body(self, instance: str | None) -> dict[str, Any]:
+        """The problem details as JSON, for a response or a batch item."""
+        return problem_body(
+            self.status, self.title, self.detail, kind=self.kind, instance=instance, **self.extra
+        )
 
-def problem(
-    status: int, title: str, detail: str, *, kind: str | None = None, **extra: Any
-) -> Response:
-    """A problem+json response; `extra` members (e.g. `errors`) are added as they are."""
+
+def problem_body(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    kind: str | None = None,
+    instance: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """RFC 9457 members, then `extra` (e.g. `errors`) as they are."""
     body: dict[str, Any] = {
         "type": TYPE_BASE + (kind or title.lower().replace(" ", "-")),
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": request.path if request else None,
+        "instance": instance,
     }
     body.update(extra)
+    return body
+
+
+def problem(
+    status: int, title: str, detail: str, *, kind: str | None = None, **extra: Any
+) -> Response:
+    """A problem+json response; `extra` members (e.g. `errors`) are added as they are."""
+    instance = request.path if request else None
+    body = problem_body(status, title, detail, kind=kind, instance=instance, **extra)
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
     if status == 405 and "allow" in extra:
         response.headers["Allow"] = ", ".join(extra["allow"])
@@ -78,6 +99,17 @@ def registry_problem(exc: registry.RegistryError) -> ApiProblem:
     raise AssertionError("RegistryError is the last row")  # pragma: no cover
 
 
+def operational_problem(exc: Exception) -> ApiProblem | None:
+    """The problem an operational error (registry, Rekor) is answered with; None for others."""
+    if isinstance(exc, registry.RegistryError):
+        return registry_problem(exc)
+    if isinstance(exc, UpstreamError):
+        if exc.timeout:
+            return ApiProblem(504, "Gateway Timeout", str(exc), kind="rekor-timeout")
+        return ApiProblem(502, "Bad Gateway", str(exc), kind="rekor-unavailable")
+    return None
+
+
 def install(app: Flask) -> None:
     """Answer every error, routing ones included, with problem+json."""
 
@@ -86,15 +118,11 @@ def install(app: Flask) -> None:
         return problem(exc.status, exc.title, exc.detail, kind=exc.kind, **exc.extra)
 
     @app.errorhandler(registry.RegistryError)
-    def _registry(exc: registry.RegistryError) -> Response:
-        found = registry_problem(exc)
-        return problem(found.status, found.title, found.detail, kind=found.kind, **found.extra)
-
     @app.errorhandler(UpstreamError)
-    def _upstream(exc: UpstreamError) -> Response:
-        if exc.timeout:
-            return problem(504, "Gateway Timeout", str(exc), kind="rekor-timeout")
-        return problem(502, "Bad Gateway", str(exc), kind="rekor-unavailable")
+    def _operational(exc: Exception) -> Response:
+        found = operational_problem(exc)
+        assert found is not None
+        return _api_problem(found)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from service.registry import RegistryError, parse_reference
 
@@ -64,15 +72,60 @@ class PolicySchema(IdentitySchema):
     transparencyLog = fields.Nested(TransparencyLogSchema)
 
 
+def _image_parses(value: str) -> None:
+    try:
+        parse_reference(value)
+    except RegistryError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _image() -> fields.String:
+    """An image reference that parses as Docker reads it."""
+    return fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=MAX_REFERENCE), _image_parses],
+    )
+
+
 class VerifyRequestSchema(_Strict):
     """`POST /v1/verify`: an image reference and the policy to verify it against."""
 
-    image = fields.String(required=True, validate=validate.Length(min=1, max=MAX_REFERENCE))
+    image = _image()
     policy = fields.Nested(PolicySchema, required=True)
 
-    @validates("image")
-    def _image_parses(self, value: str, **_: Any) -> None:
-        try:
-            parse_reference(value)
-        except RegistryError as exc:
-            raise ValidationError(str(exc)) from None
+
+class BatchItemSchema(_Strict):
+    """One image of a batch, with its own policy or the batch's."""
+
+    image = _image()
+    policy = fields.Nested(PolicySchema)
+
+
+class BatchRequestSchema(_Strict):
+    """`POST /v1/verify/batch`: images, each with its policy or the one for all."""
+
+    images = fields.List(fields.Nested(BatchItemSchema), required=True)
+    policy = fields.Nested(PolicySchema)
+
+    def __init__(self, max_images: int) -> None:
+        super().__init__()
+        self.max_images = max_images
+
+    @validates("images")
+    def _bounded(self, value: list[Any], **_: Any) -> None:
+        if not 1 <= len(value) <= self.max_images:
+            raise ValidationError(f"found {len(value)} images, expected 1 to {self.max_images}")
+
+    @validates_schema
+    def _every_image_has_a_policy(self, data: dict[str, Any], **_: Any) -> None:
+        if "policy" in data:
+            return
+        missing = [i for i, item in enumerate(data.get("images", [])) if "policy" not in item]
+        if missing:
+            raise ValidationError(
+                {
+                    "images": {
+                        i: {"policy": ["no policy here and none for the batch"]} for i in missing
+                    }
+                }
+            )

@@ -16,10 +16,15 @@ ServiceFactory = Callable[..., AbstractContextManager[tuple[ServiceServer, Check
 
 
 def service_env(registry: RegistryServer, **settings: str) -> dict[str, str]:
-    """Settings that let the service reach the test registry on loopback, over plain HTTP."""
+    """Settings that let the service reach the test registry on loopback, over plain HTTP.
+
+    The allow-list keeps the service under test on loopback too: a name that is not listed is
+    refused before it is even looked up, so a test cannot make the service send traffic out.
+    """
     env = {
         "SIGVERIFY_INSECURE_REGISTRIES": registry.host,
         "SIGVERIFY_ALLOW_LOOPBACK": "true",
+        "SIGVERIFY_REGISTRY_ALLOW": "127.0.0.1,localhost",
         "SIGVERIFY_REKOR_TIMEOUT": "2",
     }
     env.update({f"SIGVERIFY_{k.upper()}": v for k, v in settings.items()})

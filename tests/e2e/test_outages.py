@@ -198,7 +198,12 @@ def test_the_outbound_guard_refuses_loopback_spellings(
     however the address is spelt; the registry sees no request."""
     port = registry.host.rsplit(":", 1)[1]
     target = f"{spelling}:{port}"
-    settings = local_settings(sigstore_local, allow_loopback="false", insecure_registries=target)
+    settings = local_settings(
+        sigstore_local,
+        allow_loopback="false",
+        insecure_registries=target,
+        registry_allow=spelling.strip("[]"),  # listed: the address guard has to refuse it
+    )
     log = registry.workdir / "registry.log"
     with start_service(**settings) as (_, client):
         before = log.read_bytes().count(b"response completed")

@@ -1,0 +1,61 @@
+"""`POST /v1/verify/batch`: many images in one call, verified concurrently within a bound.
+
+Every image gets its own answer in request order: a verdict, or the problem that kept it from
+one. One bad image never fails the others; the batch is `verified` only when every image is.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from service import core
+from service.api.errors import operational_problem, problem_body
+from service.api.schemas import BatchRequestSchema
+from service.api.verify import build_policy, load_body
+from service.registry import parse_reference
+from service.state import Services, services
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("batch", __name__, url_prefix="/v1")
+
+
+@bp.post("/verify/batch")
+def verify_batch() -> Response:
+    svc = services()
+    body = load_body(BatchRequestSchema(svc.settings.batch_max_images))
+    shared = build_policy(body["policy"]) if "policy" in body else None
+    jobs: list[tuple[str, core.Policy]] = []
+    for i, item in enumerate(body["images"]):
+        policy = build_policy(item["policy"], f"images.{i}.policy") if "policy" in item else shared
+        assert policy is not None  # the schema refuses an image without one
+        jobs.append((item["image"], policy))
+    workers = min(svc.settings.batch_concurrency, len(jobs))
+    path = request.path  # the request context does not reach the pool's threads
+    with ThreadPoolExecutor(workers, thread_name_prefix="batch") as pool:
+        results = list(pool.map(lambda job: _one(svc, job[0], job[1], path), jobs))
+    verified = all(r.get("verdict", {}).get("verified") is True for r in results)
+    return jsonify(verified=verified, results=results)
+
+
+def _one(svc: Services, image: str, policy: core.Policy, path: str) -> dict[str, Any]:
+    """One image's verdict, or the problem that kept it from one (never raises)."""
+    try:
+        found = svc.verifier.verify(parse_reference(image), policy)
+    except Exception as exc:
+        bad = operational_problem(exc)
+        if bad is not None:
+            return {"image": image, "status": bad.status, "problem": bad.body(path)}
+        incident = uuid.uuid4().hex
+        log.exception("unhandled error in batch item (incident %s)", incident)
+        detail = f"the service failed unexpectedly; incident {incident} is in its log"
+        failed = problem_body(
+            500, "Internal Server Error", detail, instance=path, incident=incident
+        )
+        return {"image": image, "status": 500, "problem": failed}
+    return {"image": image, "status": 200, "verdict": {**found.verdict, "cached": found.cached}}
