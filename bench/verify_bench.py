@@ -97,6 +97,8 @@ def main() -> None:
                 rows.append(summary("rekor-warm (verdict miss, entry from Redis)", warm))
 
                 refs = [images[n % len(images)].reference for n in range(args.requests)]
+                single = [timed(functools.partial(verify, r, POLICY)) for r in refs[:300]]
+                rows.append(summary("verdict-hit, 1 client", single))
                 with ThreadPoolExecutor(args.clients) as pool:
                     start = time.perf_counter()
                     hits = list(pool.map(lambda r: timed(lambda: verify(r, POLICY)), refs))
