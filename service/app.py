@@ -6,13 +6,15 @@ import logging
 
 from flask import Flask, Response
 
-from service.api import batch, errors, health, keys, verify
+from service.api import batch, errors, health, keys, policies, verify
+from service.api.auth import authenticate, load_tokens
 from service.cache import Cache, make_cache
-from service.config import Settings, SettingsError
+from service.config import PREFIX, Settings, SettingsError
 from service.core import CoreError, TrustRoot
 from service.keys import load_signing_key
+from service.policies import PolicyFileError, PolicyStore
 from service.registry import RegistryClient, RegistryConfig
-from service.state import Services
+from service.state import Services, services
 from service.tlog import CircuitBreaker, RekorClient
 from service.tlog.trust import load_trust_root_source
 from service.verification import VerificationService
@@ -48,6 +50,10 @@ def build_services(settings: Settings) -> Services:
         verdict_ttl=settings.verdict_ttl,
         max_search_entries=settings.max_signatures,
     )
+    try:
+        policies = PolicyStore(settings.policy_file, max_regexp_length=settings.max_regexp_length)
+    except (OSError, PolicyFileError) as exc:
+        raise SettingsError(f"{PREFIX}POLICY_FILE={str(settings.policy_file)!r}: {exc}") from None
     return Services(
         settings=settings,
         cache=cache,
@@ -57,6 +63,8 @@ def build_services(settings: Settings) -> Services:
         registry=registry,
         rekor=rekor,
         verifier=verifier,
+        policies=policies,
+        tokens=load_tokens(settings),
     )
 
 
@@ -98,7 +106,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(verify.bp)
     app.register_blueprint(batch.bp)
+    app.register_blueprint(policies.bp)
     app.register_blueprint(keys.bp)
+
+    @app.before_request
+    def _authenticate() -> None:
+        authenticate(services().tokens)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

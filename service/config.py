@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,17 @@ def _bool(value: str) -> bool:
 
 def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _tokens(value: str) -> tuple[tuple[str, str], ...]:
+    """`tenant=token` pairs, comma-separated; the token itself never appears in an error."""
+    pairs: list[tuple[str, str]] = []
+    for n, item in enumerate(_list(value), start=1):
+        tenant, sep, token = item.partition("=")
+        if not sep or not tenant.strip() or len(token.strip()) < 16:
+            raise ValueError(f"item {n}: expected tenant=token with a token of 16+ characters")
+        pairs.append((tenant.strip(), token.strip()))
+    return tuple(pairs)
 
 
 def _bind(value: str) -> str:
@@ -224,6 +235,31 @@ SETTINGS: tuple[Setting, ...] = (
         "Images of one batch verified at the same time (per request).",
     ),
     Setting(
+        "policy_file",
+        "",
+        _opt_path,
+        "YAML file of named policies with tenant and mode, reloaded when it changes.",
+    ),
+    Setting(
+        "inline_policies",
+        "true",
+        _bool,
+        "Accept policies inline in requests (false: only named policies).",
+    ),
+    Setting(
+        "api_tokens",
+        "",
+        _tokens,
+        "Bearer API tokens, `tenant=token` comma-separated; with no tokens at all, no auth.",
+    ),
+    Setting(
+        "api_tokens_file",
+        "",
+        _opt_path,
+        "A file of `tenant token` lines (a mounted Secret), added to SIGVERIFY_API_TOKENS.",
+    ),
+    Setting("badges", "true", _bool, "Serve GET /v1/badge (public, no token)."),
+    Setting(
         "verdict_ttl",
         "300",
         _float(0, 86400),
@@ -264,6 +300,11 @@ class Settings:
     max_regexp_length: int = 256
     batch_max_images: int = 50
     batch_concurrency: int = 4
+    policy_file: Path | None = None
+    inline_policies: bool = True
+    api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    api_tokens_file: Path | None = None
+    badges: bool = True
     verdict_ttl: float = 300.0
 
     @classmethod
@@ -291,7 +332,13 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}TRUST_ROOT_FILE and {PREFIX}TUF_URL: set one trust-root source, not both"
             )
-        for name in ("signing_key_file", "trust_root_file", "docker_config"):
+        for name in (
+            "signing_key_file",
+            "trust_root_file",
+            "docker_config",
+            "policy_file",
+            "api_tokens_file",
+        ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingsError(f"{PREFIX}{name.upper()}={str(path)!r}: no such file")

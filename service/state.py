@@ -12,7 +12,9 @@ from service.config import Settings
 from service.keys import SigningKey
 
 if TYPE_CHECKING:
+    from service.api.auth import Tokens
     from service.core import TrustRoot
+    from service.policies import PolicyStore
     from service.registry import RegistryClient
     from service.tlog import RekorClient
     from service.verification import VerificationService
@@ -30,6 +32,8 @@ class Services:
     registry: RegistryClient
     rekor: RekorClient | None
     verifier: VerificationService
+    policies: PolicyStore
+    tokens: Tokens
 
 
 def services() -> Services:

@@ -82,18 +82,25 @@ class VerificationService:
         self._clock = clock
         self._flight = SingleFlight()
 
-    def verify(self, reference: ImageReference, policy: core.Policy) -> Verification:
-        """Verify one image against `policy`. Registry errors propagate as `RegistryError`."""
+    def verify(
+        self, reference: ImageReference, policy: core.Policy, *, policy_name: str | None = None
+    ) -> Verification:
+        """Verify one image against `policy` (named `policy_name` in the signed verdict).
+
+        Registry errors propagate as `RegistryError`, Rekor outages as `UpstreamError`.
+        """
         # (2): tags move, so the digest is resolved on every request; everything after is keyed
         # by content.
         resolved = self._registry.resolve(reference)
-        key = self._verdict_key(resolved, policy)
+        key = self._verdict_key(resolved, policy, policy_name)
         cached = True
         raw = self._cache.get(key) if self._verdict_ttl > 0 else None
         if raw is None:
             # (1) missed: identical concurrent requests do the work once.
             cached = False
-            raw = self._flight.do(key, lambda: self._verify_resolved(resolved, policy, key))
+            raw = self._flight.do(
+                key, lambda: self._verify_resolved(resolved, policy, policy_name, key)
+            )
         assert raw is not None
         verdict = json.loads(raw)
         # The signed part names the image by repository and digest only; how this request
@@ -101,7 +108,9 @@ class VerificationService:
         verdict["image"] = _image(resolved)
         return Verification(verdict, cached=cached)
 
-    def _verify_resolved(self, resolved: ResolvedImage, policy: core.Policy, key: str) -> bytes:
+    def _verify_resolved(
+        self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None, key: str
+    ) -> bytes:
         """Steps (2) to (6) for a resolved image: the verdict as JSON, cached unless degraded."""
         discovery = discover(self._registry, resolved)
         signatures = _core_inputs(discovery)
@@ -124,7 +133,7 @@ class VerificationService:
             raise outage
         # (5): build and sign.
         raw = json.dumps(
-            self._verdict(resolved, policy, result, now, degraded=outage is not None)
+            self._verdict(resolved, policy, policy_name, result, now, degraded=outage is not None)
         ).encode()
         # (6): cache; a degraded verdict is correct but re-checked soon.
         if self._verdict_ttl > 0:
@@ -132,11 +141,14 @@ class VerificationService:
             self._cache.set(key, raw, ttl)
         return raw
 
-    def _verdict_key(self, resolved: ResolvedImage, policy: core.Policy) -> str:
+    def _verdict_key(
+        self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None
+    ) -> str:
         ref = resolved.reference
+        # The name is signed into the verdict, so it is part of the key.
         return (
             f"verdict:{ref.registry}/{ref.repository}@{resolved.digest}"
-            f":{policy.digest}:{self._trust.digest}"
+            f":{policy.digest}:{self._trust.digest}:{policy_name or ''}"
         )
 
     def _log_entries(
@@ -178,6 +190,7 @@ class VerificationService:
         self,
         resolved: ResolvedImage,
         policy: core.Policy,
+        policy_name: str | None,
         result: core.ImageResult,
         now: datetime,
         *,
@@ -189,7 +202,7 @@ class VerificationService:
         statement = verdicts.statement(
             subject=verdicts.VerdictSubject(name=name, digest=resolved.digest),
             verified=result.verified,
-            policy_name=None,
+            policy_name=policy_name,
             policy_digest=policy.digest,
             inputs=[s["digest"] for s in body["signatures"] if s.get("verified")],
             verified_at=now,
@@ -198,7 +211,7 @@ class VerificationService:
         return {
             "verified": result.verified,
             "image": _image(resolved),
-            "policy": {"digest": policy.digest},
+            "policy": {"digest": policy.digest, "name": policy_name},
             "trustRoot": {"digest": self._trust.digest},
             "signers": body["signers"],
             "signatures": body["signatures"],

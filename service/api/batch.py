@@ -13,10 +13,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from service import core
 from service.api.errors import operational_problem, problem_body
 from service.api.schemas import BatchRequestSchema
-from service.api.verify import build_policy, load_body
+from service.api.verify import ChosenPolicy, choose_policy, load_body
 from service.registry import parse_reference
 from service.state import Services, services
 
@@ -29,24 +28,31 @@ bp = Blueprint("batch", __name__, url_prefix="/v1")
 def verify_batch() -> Response:
     svc = services()
     body = load_body(BatchRequestSchema(svc.settings.batch_max_images))
-    shared = build_policy(body["policy"]) if "policy" in body else None
-    jobs: list[tuple[str, core.Policy]] = []
+    shared = choose_policy(body) if "policy" in body or "policyName" in body else None
+    jobs: list[tuple[str, ChosenPolicy]] = []
     for i, item in enumerate(body["images"]):
-        policy = build_policy(item["policy"], f"images.{i}.policy") if "policy" in item else shared
-        assert policy is not None  # the schema refuses an image without one
-        jobs.append((item["image"], policy))
+        own = "policy" in item or "policyName" in item
+        chosen = choose_policy(item, f"images.{i}.") if own else shared
+        assert chosen is not None  # the schema refuses an image without one
+        jobs.append((item["image"], chosen))
     workers = min(svc.settings.batch_concurrency, len(jobs))
     path = request.path  # the request context does not reach the pool's threads
     with ThreadPoolExecutor(workers, thread_name_prefix="batch") as pool:
         results = list(pool.map(lambda job: _one(svc, job[0], job[1], path), jobs))
     verified = all(r.get("verdict", {}).get("verified") is True for r in results)
-    return jsonify(verified=verified, results=results)
+    # What a gate acts on: every image verified, or its failure is only audited.
+    passed = all(
+        r.get("verdict", {}).get("verified") is True
+        or r.get("verdict", {}).get("enforced") is False
+        for r in results
+    )
+    return jsonify(verified=verified, passed=passed, results=results)
 
 
-def _one(svc: Services, image: str, policy: core.Policy, path: str) -> dict[str, Any]:
+def _one(svc: Services, image: str, chosen: ChosenPolicy, path: str) -> dict[str, Any]:
     """One image's verdict, or the problem that kept it from one (never raises)."""
     try:
-        found = svc.verifier.verify(parse_reference(image), policy)
+        found = svc.verifier.verify(parse_reference(image), chosen.policy, policy_name=chosen.name)
     except Exception as exc:
         bad = operational_problem(exc)
         if bad is not None:
@@ -58,4 +64,4 @@ def _one(svc: Services, image: str, policy: core.Policy, path: str) -> dict[str,
             500, "Internal Server Error", detail, instance=path, incident=incident
         )
         return {"image": image, "status": 500, "problem": failed}
-    return {"image": image, "status": 200, "verdict": {**found.verdict, "cached": found.cached}}
+    return {"image": image, "status": 200, "verdict": chosen.outcome(found)}

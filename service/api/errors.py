@@ -26,13 +26,21 @@ class ApiProblem(Exception):  # noqa: N818 - it is a response, not only an error
     """An error the API answers with a problem+json body."""
 
     def __init__(
-        self, status: int, title: str, detail: str, *, kind: str | None = None, **extra: Any
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
         self.kind = kind or title.lower().replace(" ", "-")
+        self.headers = headers or {}
         self.extra = extra
 
     def body(self, instance: str | None) -> dict[str, Any]:
@@ -115,7 +123,9 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(ApiProblem)
     def _api_problem(exc: ApiProblem) -> Response:
-        return problem(exc.status, exc.title, exc.detail, kind=exc.kind, **exc.extra)
+        response = problem(exc.status, exc.title, exc.detail, kind=exc.kind, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(registry.RegistryError)
     @app.errorhandler(UpstreamError)

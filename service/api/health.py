@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from service.api.auth import AUTH_OFF_WARNING
 from service.keys import DEV_KEY_WARNING
 from service.state import services
 
@@ -41,6 +42,16 @@ def readyz() -> tuple[Response, int]:
         warnings.append(DEV_KEY_WARNING)
     if not cache_ok:
         warnings.append("cache unreachable: answering uncached")
+    if not svc.tokens.enabled:
+        warnings.append(AUTH_OFF_WARNING)
+    checks["policies"] = {
+        "ok": svc.policies.last_error is None,
+        "count": len(svc.policies.visible_to(None)),
+    }
+    if svc.policies.last_error is not None:
+        warnings.append(
+            f"policy file rejected, previous version in force: {svc.policies.last_error}"
+        )
     status = "ok" if cache_ok else "degraded"
     return jsonify(status=status, checks=checks, warnings=warnings), 200
 

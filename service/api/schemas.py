@@ -87,25 +87,42 @@ def _image() -> fields.String:
     )
 
 
-class VerifyRequestSchema(_Strict):
+POLICY_NAME = validate.Regexp(r"^[a-z0-9][a-z0-9._-]{0,62}$", error="not a policy name")
+
+
+class _PolicyChoice(_Strict):
+    """An inline `policy` or a `policyName` from the policy file: one of them, not both."""
+
+    policy = fields.Nested(PolicySchema)
+    policyName = fields.String(validate=POLICY_NAME)
+
+    @validates_schema
+    def _not_both(self, data: dict[str, Any], **_: Any) -> None:
+        if "policy" in data and "policyName" in data:
+            raise ValidationError("give policy or policyName, not both", "policyName")
+
+
+class VerifyRequestSchema(_PolicyChoice):
     """`POST /v1/verify`: an image reference and the policy to verify it against."""
 
     image = _image()
-    policy = fields.Nested(PolicySchema, required=True)
+
+    @validates_schema
+    def _one_policy(self, data: dict[str, Any], **_: Any) -> None:
+        if "policy" not in data and "policyName" not in data:
+            raise ValidationError("give policy or policyName", "policy")
 
 
-class BatchItemSchema(_Strict):
+class BatchItemSchema(_PolicyChoice):
     """One image of a batch, with its own policy or the batch's."""
 
     image = _image()
-    policy = fields.Nested(PolicySchema)
 
 
-class BatchRequestSchema(_Strict):
+class BatchRequestSchema(_PolicyChoice):
     """`POST /v1/verify/batch`: images, each with its policy or the one for all."""
 
     images = fields.List(fields.Nested(BatchItemSchema), required=True)
-    policy = fields.Nested(PolicySchema)
 
     def __init__(self, max_images: int) -> None:
         super().__init__()
@@ -118,14 +135,13 @@ class BatchRequestSchema(_Strict):
 
     @validates_schema
     def _every_image_has_a_policy(self, data: dict[str, Any], **_: Any) -> None:
-        if "policy" in data:
+        if "policy" in data or "policyName" in data:
             return
-        missing = [i for i, item in enumerate(data.get("images", [])) if "policy" not in item]
+        missing = [
+            i
+            for i, item in enumerate(data.get("images", []))
+            if "policy" not in item and "policyName" not in item
+        ]
         if missing:
-            raise ValidationError(
-                {
-                    "images": {
-                        i: {"policy": ["no policy here and none for the batch"]} for i in missing
-                    }
-                }
-            )
+            message = "no policy or policyName here and none for the batch"
+            raise ValidationError({"images": {i: {"policy": [message]} for i in missing}})

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from service import core
+from service.api.auth import current_tenant
 from service.api.errors import ApiProblem
 from service.api.schemas import VerifyRequestSchema
+from service.policies import Mode
 from service.registry import parse_reference
 from service.state import services
+from service.verification import Verification
 
 bp = Blueprint("verify", __name__, url_prefix="/v1")
 
@@ -69,9 +73,58 @@ def build_policy(raw: dict[str, Any], field: str = "policy") -> core.Policy:
         ) from None
 
 
+@dataclass(frozen=True)
+class ChosenPolicy:
+    """The policy a request names or carries, with its name and mode."""
+
+    policy: core.Policy
+    name: str | None
+    mode: Mode
+
+    def outcome(self, verification: Verification) -> dict[str, Any]:
+        """The verdict as answered: with the mode, and whether a failure is enforced."""
+        verdict = verification.verdict
+        return {
+            **verdict,
+            "policy": {**verdict["policy"], "mode": self.mode},
+            "enforced": self.mode == "enforce",
+            "cached": verification.cached,
+        }
+
+
+def choose_policy(item: dict[str, Any], prefix: str = "") -> ChosenPolicy:
+    """An item's inline `policy` or its `policyName`, as the caller's tenant may use it."""
+    svc = services()
+    if "policyName" in item:
+        name = item["policyName"]
+        named = svc.policies.get(name)
+        tenant = current_tenant()
+        if named is None or (tenant is not None and named.tenant != tenant):
+            # Another tenant's policy is answered as if it did not exist.
+            raise ApiProblem(
+                404,
+                "Not Found",
+                f"no policy named {name!r} for this caller (see GET /v1/policies)",
+                kind="policy-not-found",
+                errors={f"{prefix}policyName": ["no such policy"]},
+            )
+        return ChosenPolicy(named.policy, named.name, named.mode)
+    if not svc.settings.inline_policies:
+        raise ApiProblem(
+            403,
+            "Forbidden",
+            "inline policies are switched off here: name a policy with policyName",
+            kind="inline-policies-off",
+            errors={f"{prefix}policy": ["inline policies are switched off"]},
+        )
+    return ChosenPolicy(build_policy(item["policy"], f"{prefix}policy"), None, "enforce")
+
+
 @bp.post("/verify")
 def verify() -> Response:
     body = load_body(VerifyRequestSchema())
-    policy = build_policy(body["policy"])
-    result = services().verifier.verify(parse_reference(body["image"]), policy)
-    return jsonify({**result.verdict, "cached": result.cached})
+    chosen = choose_policy(body)
+    result = services().verifier.verify(
+        parse_reference(body["image"]), chosen.policy, policy_name=chosen.name
+    )
+    return jsonify(chosen.outcome(result))

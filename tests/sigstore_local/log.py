@@ -444,7 +444,7 @@ class TransparencyLog:
 
     # -- tampering -------------------------------------------------------------------------
 
-    def tamper(self, log_index: int, **changes: Any) -> None:
+    def tamper(self, log_index: int, /, **changes: Any) -> None:
         """Serve altered evidence for the entry at `log_index` from now on (see `Tampering`)."""
         with self._lock:
             position = self._position(log_index)

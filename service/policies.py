@@ -1,0 +1,176 @@
+"""Named policies from a YAML file: each owned by a tenant, each enforcing or auditing.
+
+```yaml
+policies:
+  - name: release                      # unique, [a-z0-9][a-z0-9._-]*
+    tenant: platform                   # who may use it (see SIGVERIFY_API_TOKENS)
+    mode: enforce                      # or audit: a failure is reported, not enforced
+    description: Images built by our release workflow
+    policy: {certificateIdentity: ..., certificateOidcIssuer: ...}   # as POST /v1/verify takes
+```
+
+The file is read at start (an invalid file stops the start) and again when it changes; an
+invalid new version is rejected whole, logged, and the last good one stays in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from service import core
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 1 << 20
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_FIELDS = {"name", "tenant", "mode", "description", "policy"}
+
+Mode = Literal["enforce", "audit"]
+
+
+class PolicyFileError(ValueError):
+    """The policy file is invalid; the message names the policy and field."""
+
+
+@dataclass(frozen=True)
+class NamedPolicy:
+    """A policy as the file defines it, parsed."""
+
+    name: str
+    tenant: str
+    mode: Mode
+    description: str
+    policy: core.Policy = field(repr=False)
+    document: Mapping[str, Any] = field(repr=False)  # the policy as written, for listing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tenant": self.tenant,
+            "mode": self.mode,
+            "description": self.description,
+            "digest": self.policy.digest,
+            "policy": dict(self.document),
+        }
+
+
+def parse_policies(data: bytes, *, max_regexp_length: int) -> dict[str, NamedPolicy]:
+    """Every policy in the file, by name; `PolicyFileError` on the first problem."""
+    if len(data) > MAX_FILE_BYTES:
+        raise PolicyFileError(f"found {len(data)} bytes, expected at most {MAX_FILE_BYTES}")
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise PolicyFileError(f"not valid YAML: {exc}") from None
+    if not isinstance(document, dict) or set(document) != {"policies"}:
+        raise PolicyFileError("expected a mapping with one key, `policies`")
+    items = document["policies"]
+    if not isinstance(items, list):
+        raise PolicyFileError("policies: expected a list")
+    found: dict[str, NamedPolicy] = {}
+    for i, item in enumerate(items):
+        where = f"policies[{i}]"
+        if not isinstance(item, dict):
+            raise PolicyFileError(f"{where}: expected a mapping")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise PolicyFileError(
+                f"{where}.name: expected [a-z0-9][a-z0-9._-]*, found {name!r:.80}"
+            )
+        where = f"{where} ({name})"
+        unknown = sorted(set(item) - _FIELDS)
+        if unknown:
+            raise PolicyFileError(f"{where}.{unknown[0]}: unknown field")
+        if name in found:
+            raise PolicyFileError(f"{where}.name: defined twice")
+        tenant = item.get("tenant")
+        if not isinstance(tenant, str) or not tenant.strip():
+            raise PolicyFileError(f"{where}.tenant: expected a non-empty string")
+        mode = item.get("mode", "enforce")
+        if mode not in ("enforce", "audit"):
+            raise PolicyFileError(f"{where}.mode: expected enforce or audit, found {mode!r:.40}")
+        description = item.get("description", "")
+        if not isinstance(description, str):
+            raise PolicyFileError(f"{where}.description: expected a string")
+        raw = item.get("policy")
+        if not isinstance(raw, dict):
+            raise PolicyFileError(f"{where}.policy: expected a mapping")
+        try:
+            policy = core.policy_from_mapping(raw, max_regexp_length=max_regexp_length)
+        except core.PolicyError as exc:
+            at = f".{exc.field}" if exc.field else ""
+            raise PolicyFileError(f"{where}.policy{at}: {exc}") from None
+        found[name] = NamedPolicy(name, tenant, mode, description, policy, raw)
+    return found
+
+
+class PolicyStore:
+    """The named policies in force, re-read when the file changes (checked at most once per
+    `check_interval` seconds, on use)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        max_regexp_length: int,
+        check_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self._max_regexp_length = max_regexp_length
+        self._interval = check_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._policies: dict[str, NamedPolicy] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._checked = float("-inf")
+        self.last_error: str | None = None
+        if path is not None:
+            self._policies = self._read(path)  # an invalid file at start is fatal
+
+    def get(self, name: str) -> NamedPolicy | None:
+        self._refresh()
+        return self._policies.get(name)
+
+    def visible_to(self, tenant: str | None) -> list[NamedPolicy]:
+        """The policies `tenant` may use; every policy when auth is off (`tenant` None)."""
+        self._refresh()
+        return [p for p in self._policies.values() if tenant is None or p.tenant == tenant]
+
+    def _read(self, path: Path) -> dict[str, NamedPolicy]:
+        stat = path.stat()
+        policies = parse_policies(path.read_bytes(), max_regexp_length=self._max_regexp_length)
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+        return policies
+
+    def _refresh(self) -> None:
+        if self.path is None or self._clock() - self._checked < self._interval:
+            return
+        with self._lock:
+            now = self._clock()
+            if now - self._checked < self._interval:
+                return
+            self._checked = now
+            try:
+                stat = self.path.stat()
+                stamp = (stat.st_mtime_ns, stat.st_size)
+                if stamp == self._stamp:
+                    return
+                self._stamp = stamp  # a rejected version is not read again until it changes
+                self._policies = parse_policies(
+                    self.path.read_bytes(), max_regexp_length=self._max_regexp_length
+                )
+                self.last_error = None
+                log.info("policy file %s reloaded: %d policies", self.path, len(self._policies))
+            except (OSError, PolicyFileError) as exc:
+                self.last_error = f"{self.path}: {exc}"
+                log.error("policy file rejected, the previous version stays in force: %s", exc)

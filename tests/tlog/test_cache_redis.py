@@ -1,0 +1,88 @@
+"""`service.cache.RedisCache` itself against a real redis-server: values, prefix, expiry,
+stats, and an unreachable Redis. (The Rekor client's use of it is in test_rekor_redis.py and
+test_rekor_local.py.)"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from service.cache import MemoryCache, RedisCache, make_cache
+from tests.servers import RedisServer, free_port
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuidlib.uuid4().hex}:"
+
+
+@pytest.fixture
+def direct(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_values_round_trip_under_the_prefix_with_their_ttl(
+    redis_server: RedisServer, direct: redis.Redis, prefix: str
+) -> None:
+    cache = RedisCache(redis_server.url, prefix=prefix)
+    assert cache.backend == "redis" and cache.healthy()
+    value = bytes(range(256))  # any bytes, not only text
+    assert cache.get("ns:key") is None
+    cache.set("ns:key", value, 5.0)
+    assert cache.get("ns:key") == value
+    assert direct.get(prefix + "ns:key") == value  # stored under the prefix, as given
+    assert 4000 < direct.pttl(prefix + "ns:key") <= 5000
+    cache.set("ns:key", b"newer", 60.0)  # overwritten, value and ttl
+    assert cache.get("ns:key") == b"newer"
+    assert 59_000 < direct.pttl(prefix + "ns:key") <= 60_000
+    assert cache.stats.hits == {"ns": 2}
+    assert cache.stats.misses == {"ns": 1}
+    assert cache.stats.errors == 0
+    # another prefix is another cache
+    other = RedisCache(redis_server.url, prefix=prefix + "other:")
+    assert other.get("ns:key") is None
+
+
+@pytest.mark.parametrize("ttl", [0.0, -1.0])
+def test_no_positive_ttl_stores_nothing(
+    redis_server: RedisServer, direct: redis.Redis, prefix: str, ttl: float
+) -> None:
+    cache = RedisCache(redis_server.url, prefix=prefix)
+    cache.set("ns:key", b"value", ttl)
+    assert cache.get("ns:key") is None
+    assert direct.exists(prefix + "ns:key") == 0
+
+
+def test_values_expire(redis_server: RedisServer, direct: redis.Redis, prefix: str) -> None:
+    cache = RedisCache(redis_server.url, prefix=prefix)
+    cache.set("ns:short", b"value", 0.15)
+    cache.set("ns:long", b"value", 30.0)
+    assert cache.get("ns:short") == b"value"
+    deadline = time.monotonic() + 3
+    while cache.get("ns:short") is not None:
+        assert time.monotonic() < deadline, "the value did not expire"
+        time.sleep(0.03)
+    assert cache.get("ns:long") == b"value"
+
+
+def test_an_unreachable_redis_is_a_miss_and_never_raises() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)  # nothing listens
+    cache.set("ns:key", b"value", 60.0)
+    assert cache.get("ns:key") is None
+    assert cache.stats.errors == 2
+    assert cache.stats.misses == {"ns": 1}
+    assert not cache.healthy()
+
+
+def test_make_cache_picks_redis_when_configured(redis_server: RedisServer) -> None:
+    assert isinstance(make_cache(redis_server.url), RedisCache)
+    for unset in (None, ""):
+        assert isinstance(make_cache(unset), MemoryCache)
