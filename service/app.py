@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response
 
-from service.api import batch, errors, health, keys, policies, verify
+from service.api import badge, batch, errors, health, keys, policies, verify
 from service.api.auth import authenticate, load_tokens
 from service.cache import Cache, make_cache
 from service.config import PREFIX, Settings, SettingsError
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(verify.bp)
     app.register_blueprint(batch.bp)
     app.register_blueprint(policies.bp)
+    app.register_blueprint(badge.bp)
     app.register_blueprint(keys.bp)
 
     @app.before_request
