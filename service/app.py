@@ -11,7 +11,7 @@ from service.api.auth import authenticate, load_tokens
 from service.cache import Cache, make_cache
 from service.config import PREFIX, Settings, SettingsError
 from service.core import CoreError, TrustRoot
-from service.keys import load_signing_key
+from service.keys import load_retired_keys, load_signing_key, published_keys
 from service.policies import PolicyFileError, PolicyStore
 from service.registry import RegistryClient, RegistryConfig
 from service.state import Services, services
@@ -60,6 +60,7 @@ def build_services(settings: Settings) -> Services:
         trust=trust,
         trust_origin=source.origin,
         signing_key=signing_key,
+        published_keys=published_keys(signing_key, load_retired_keys(settings.retired_key_files)),
         registry=registry,
         rekor=rekor,
         verifier=verifier,

@@ -80,6 +80,10 @@ def _tokens(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _paths(value: str) -> tuple[Path, ...]:
+    return tuple(Path(item) for item in _list(value))
+
+
 def _bind(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -134,6 +138,12 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _opt_path,
         "PEM ECDSA P-256 key that signs verdicts; empty: a development key in the data directory.",
+    ),
+    Setting(
+        "retired_key_files",
+        "",
+        _paths,
+        "PEM keys (comma-separated) that signed verdicts before a rotation; still published.",
     ),
     Setting(
         "trust_root_file",
@@ -279,6 +289,7 @@ class Settings:
     log_level: str = "INFO"
     redis_url: str | None = None
     signing_key_file: Path | None = None
+    retired_key_files: tuple[Path, ...] = ()
     trust_root_file: Path | None = None
     tuf_url: str | None = None
     rekor_url: str | None = None

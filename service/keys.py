@@ -93,3 +93,56 @@ def load_signing_key(key_file: Path | None, data_dir: Path) -> SigningKey:
     key = _from_pem(path.read_bytes(), str(path), development=True)
     log.warning("%s (key id %s)", DEV_KEY_WARNING, key.key_id)
     return key
+
+
+@dataclass(frozen=True)
+class PublishedKey:
+    """A public key verdicts may have been signed with: the signing one or a retired one."""
+
+    public_key: ec.EllipticCurvePublicKey
+    key_id: str
+    signing: bool
+    development: bool = False
+
+    @property
+    def public_pem(self) -> str:
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+
+
+def load_retired_keys(paths: tuple[Path, ...]) -> list[PublishedKey]:
+    """Keys that signed verdicts before a rotation (PEM, public or private), still published."""
+    keys: list[PublishedKey] = []
+    for path in paths:
+        where = f"{PREFIX}RETIRED_KEY_FILES: {path}"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"{where}: cannot read: {exc.strerror}") from None
+        public: object
+        try:
+            public = serialization.load_pem_public_key(data)
+        except ValueError:
+            try:
+                public = serialization.load_pem_private_key(data, password=None).public_key()
+            except (ValueError, TypeError):
+                raise SettingsError(f"{where}: not a PEM public or private key") from None
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
+            public.curve, ec.SECP256R1
+        ):
+            raise SettingsError(f"{where}: verdict keys are ECDSA P-256")
+        keys.append(PublishedKey(public, key_id(public), signing=False))
+    return keys
+
+
+def published_keys(signing: SigningKey, retired: list[PublishedKey]) -> list[PublishedKey]:
+    """The signing key first, then the retired ones (a key listed twice once)."""
+    first = PublishedKey(
+        signing.private_key.public_key(), signing.key_id, True, signing.development
+    )
+    out = [first]
+    for key in retired:
+        if all(key.key_id != k.key_id for k in out):
+            out.append(key)
+    return out

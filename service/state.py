@@ -9,7 +9,7 @@ from flask import current_app
 
 from service.cache import Cache
 from service.config import Settings
-from service.keys import SigningKey
+from service.keys import PublishedKey, SigningKey
 
 if TYPE_CHECKING:
     from service.api.auth import Tokens
@@ -29,6 +29,7 @@ class Services:
     trust: TrustRoot
     trust_origin: str
     signing_key: SigningKey
+    published_keys: list[PublishedKey]
     registry: RegistryClient
     rekor: RekorClient | None
     verifier: VerificationService

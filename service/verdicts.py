@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service.keys import SigningKey
+from service.keys import PublishedKey, SigningKey
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -89,22 +89,22 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def public_keys(keys: Sequence[SigningKey]) -> dict[str, Any]:
+def public_keys(keys: Sequence[PublishedKey]) -> dict[str, Any]:
     """The verdict keys as a verifier needs them: PEM with key ids, and a JWKS (RFC 7517).
 
-    The first key signs new verdicts; the others are still published so that verdicts they
+    The `signing` key signs new verdicts; the others are still published so that verdicts they
     signed before a rotation keep verifying.
     """
     listed: list[dict[str, Any]] = []
     jwks: list[dict[str, str]] = []
-    for position, key in enumerate(keys):
-        numbers = key.private_key.public_key().public_numbers()
+    for key in keys:
+        numbers = key.public_key.public_numbers()
         listed.append(
             {
                 "keyId": key.key_id,
                 "algorithm": "ecdsa-p256-sha256",
                 "pem": key.public_pem,
-                "signing": position == 0,
+                "signing": key.signing,
                 "development": key.development,
             }
         )

@@ -61,3 +61,60 @@ def test_garbage_key_file_is_refused(tmp_path: Path) -> None:
     path.write_text("not a key")
     with pytest.raises(SettingsError, match="SIGVERIFY_SIGNING_KEY_FILE"):
         load_signing_key(path, tmp_path)
+
+
+def test_rotation_publishes_the_retired_keys(tmp_path: Path) -> None:
+    """After a rotation, verdicts signed with the old key still check against /v1/keys."""
+    from examples.verify_verdict import check
+    from service.app import create_app
+    from service.config import Settings
+    from service.keys import SigningKey, key_id
+    from service.verdicts import sign
+
+    old_private = ec.generate_private_key(ec.SECP256R1())
+    old_file = tmp_path / "old.pub"
+    old_file.write_bytes(
+        old_private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    app = create_app(
+        Settings(data_dir=tmp_path, rekor_url="http://127.0.0.1:1", retired_key_files=(old_file,))
+    )
+    keys = app.test_client().get("/v1/keys").get_json()
+    assert [k["signing"] for k in keys["keys"]] == [True, False]
+    assert keys["keys"][1]["keyId"] == key_id(old_private.public_key())
+    old = SigningKey(old_private, key_id(old_private.public_key()), development=False)
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "r/x", "digest": {"sha256": "ab" * 32}}],
+        "predicateType": "https://slsa.dev/verification_summary/v1",
+        "predicate": {"verificationResult": "PASSED"},
+    }
+    verdict = {"signedVerdict": sign(statement, old)}
+    assert (
+        check(verdict, keys, "sha256:" + "ab" * 32)["predicate"]["verificationResult"] == "PASSED"
+    )
+    # Unpublished keys do not verify.
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    forged = {"signedVerdict": sign(statement, SigningKey(stranger, "0" * 64, development=False))}
+    with pytest.raises(ValueError, match="no signature verifies"):
+        check(forged, keys)
+
+
+def test_a_retired_key_of_the_wrong_kind_stops_the_start(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from service.app import create_app
+    from service.config import Settings, SettingsError
+
+    wrong = tmp_path / "ed.pem"
+    wrong.write_bytes(
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(SettingsError, match="RETIRED_KEY_FILES"):
+        create_app(
+            Settings(data_dir=tmp_path, rekor_url="http://127.0.0.1:1", retired_key_files=(wrong,))
+        )

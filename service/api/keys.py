@@ -12,6 +12,6 @@ bp = Blueprint("keys", __name__, url_prefix="/v1")
 
 @bp.get("/keys")
 def keys() -> Response:
-    response = jsonify(verdicts.public_keys([services().signing_key]))
+    response = jsonify(verdicts.public_keys(services().published_keys))
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
