@@ -49,8 +49,13 @@ def statement(
     inputs: Sequence[str],
     verified_at: datetime,
     version: str,
+    resource_uri: str | None = None,
 ) -> dict[str, Any]:
-    """The in-toto Statement (SLSA VSA v1 predicate) for one verdict."""
+    """The in-toto Statement (SLSA VSA v1 predicate) for one verdict.
+
+    `resource_uri` defaults to the image's `oci://<name>@<digest>`; with another resource
+    (an artifact), the input attestations are named by digest only.
+    """
     algorithm, _, hex_digest = subject.digest.partition(":")
     policy: dict[str, Any] = {"digest": {"sha256": policy_digest.removeprefix("sha256:")}}
     if policy_name:
@@ -62,10 +67,12 @@ def statement(
         "predicate": {
             "verifier": {"id": VERIFIER_ID, "version": {"sigverify": version}},
             "timeVerified": verified_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "resourceUri": f"oci://{subject.name}@{subject.digest}",
+            "resourceUri": resource_uri or f"oci://{subject.name}@{subject.digest}",
             "policy": policy,
             "inputAttestations": [
                 {"uri": f"oci://{subject.name}@{d}", "digest": {"sha256": d.partition(":")[2]}}
+                if resource_uri is None
+                else {"digest": {"sha256": d.partition(":")[2]}}
                 for d in inputs
             ],
             "verificationResult": "PASSED" if verified else "FAILED",

@@ -19,7 +19,7 @@ from service.core.inputs import (
 from service.core.policy import Identity, Policy, policy_from_mapping
 from service.core.results import Check, ImageResult, LogEvidence, SignatureResult
 from service.core.trust import TrustRoot
-from service.core.verify import verify_image
+from service.core.verify import verify_artifact, verify_image
 
 __all__ = [
     "BundleSignature",
@@ -42,5 +42,6 @@ __all__ = [
     "TrustRootError",
     "needed_log_lookups",
     "policy_from_mapping",
+    "verify_artifact",
     "verify_image",
 ]

@@ -2,6 +2,9 @@
 
 cosign signs SHA-256 digests whatever the curve, so ECDSA accepts SHA-256 and, for P-384 and
 P-521, the curve's own hash as well. RSA accepts PKCS#1 v1.5 and PSS over SHA-256.
+A `prehashed` check takes `data` as the SHA-256 digest of what was signed (a hashedrekord
+over an artifact known by its digest); Ed25519 signs messages, not digests, so it never
+verifies one.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from service.core._util import PublicKey
 
@@ -26,12 +30,19 @@ def describe_key(key: PublicKey) -> str:
     return "ed25519"
 
 
-def signature_valid(key: PublicKey, signature: bytes, data: bytes) -> bool:
-    """Whether `signature` over `data` verifies with `key` under any accepted scheme."""
+def signature_valid(
+    key: PublicKey, signature: bytes, data: bytes, *, prehashed: bool = False
+) -> bool:
+    """Whether `signature` over `data` (or, `prehashed`, over what `data` is the SHA-256 of)
+    verifies with `key` under any accepted scheme."""
+    if prehashed and len(data) != hashes.SHA256.digest_size:
+        return False
     if isinstance(key, ec.EllipticCurvePublicKey):
-        algorithms: list[hashes.HashAlgorithm] = [hashes.SHA256()]
+        algorithms: list[hashes.HashAlgorithm | Prehashed] = [
+            Prehashed(hashes.SHA256()) if prehashed else hashes.SHA256()
+        ]
         extra = _CURVE_HASH.get(key.curve.name)
-        if extra is not None:
+        if extra is not None and not prehashed:
             algorithms.append(extra())
         for algorithm in algorithms:
             try:
@@ -45,13 +56,18 @@ def signature_valid(key: PublicKey, signature: bytes, data: bytes) -> bool:
             padding.PKCS1v15(),
             padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
         ]
+        rsa_hash: hashes.HashAlgorithm | Prehashed = (
+            Prehashed(hashes.SHA256()) if prehashed else hashes.SHA256()
+        )
         for scheme in schemes:
             try:
-                key.verify(signature, data, scheme, hashes.SHA256())
+                key.verify(signature, data, scheme, rsa_hash)
                 return True
             except InvalidSignature:
                 continue
         return False
+    if prehashed:
+        return False  # Ed25519 (pure) signs the message itself, never a digest
     if isinstance(key, ed25519.Ed25519PublicKey):
         try:
             key.verify(signature, data)

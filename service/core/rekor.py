@@ -221,6 +221,8 @@ def match_body(body: bytes, material: Material) -> str:
             _match_dsse(spec, material)
         elif kind == "intoto/0.0.1":
             _match_intoto(spec, material)
+        elif kind == "intoto/0.0.2":
+            _match_intoto_v2(spec, material)
         else:
             raise CheckError(f"log entry kind {kind} is not supported")
     except (ValueError, InputError) as exc:
@@ -273,3 +275,25 @@ def _match_intoto(spec: dict[str, object], material: Material) -> None:
     if envelope_digest != actual:
         raise CheckError(f"log entry is for envelope sha256 {envelope_digest}, expected {actual}")
     _same_signer(spec.get("publicKey"), material, "log entry public key")
+
+
+def _match_intoto_v2(spec: dict[str, object], material: Material) -> None:
+    """intoto 0.0.2 stores the envelope: its payload hash, and each signature (base64 of the
+    base64 signature) with the signer's PEM (base64). The envelope hash it also records is of
+    Rekor's re-serialisation, which cannot be recomputed, so it is not compared (as
+    sigstore-js and sigstore-go do)."""
+    content = mapping(spec.get("content"), "spec.content")
+    digest = _hash_value(content.get("payloadHash"), "spec.content.payloadHash")
+    if digest != material.payload_sha256:
+        raise CheckError(
+            f"log entry is for payload sha256 {digest}, expected {material.payload_sha256}"
+        )
+    envelope = mapping(content.get("envelope"), "spec.content.envelope")
+    signatures = envelope.get("signatures")
+    if not isinstance(signatures, list) or len(signatures) != 1:
+        raise CheckError("intoto log entry: found not exactly one signature, expected one")
+    entry = mapping(signatures[0], "spec.content.envelope.signatures[0]")
+    inner = b64decode(entry.get("sig"), "spec.content.envelope.signatures[0].sig")
+    if b64decode(inner, "spec.content.envelope.signatures[0].sig") != material.signature:
+        raise CheckError("log entry records another signature, expected this one")
+    _same_signer(entry.get("publicKey"), material, "log entry public key")

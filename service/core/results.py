@@ -30,15 +30,16 @@ class LogEvidence:
 
     uuid: str | None
     log_index: int
-    integrated_time: int
+    integrated_time: int | None  # None: a Rekor v2 entry (time comes from a timestamp)
     log_id: str
     evidence: Evidence
 
     def to_dict(self) -> dict[str, Any]:
+        when = self.integrated_time
         return {
             "uuid": self.uuid,
             "logIndex": self.log_index,
-            "integratedTime": rfc3339(from_unix(self.integrated_time)),
+            "integratedTime": None if when is None else rfc3339(from_unix(when)),
             "logId": self.log_id,
             "evidence": self.evidence,
         }

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -220,9 +220,18 @@ def _log_keys(items: list[Any], what: str) -> dict[str, LogKey]:
 
 
 def _sigstore_root(data: bytes) -> TrustedRoot | None:
-    """sigstore-python's model of the same document, or None when it refuses it."""
+    """sigstore-python's model of the same document, or None when it refuses it.
+
+    A validity period (protobuf-specs `TimeRange`) is closed, but sigstore-python 4.5
+    accepts a timestamp only strictly before its authority's end. Datetimes have microsecond
+    resolution, so handing it each end one microsecond later makes its `<` the spec's `<=`.
+    """
     try:
-        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
+        inner = trustroot_v1.TrustedRoot.from_json(data)
+        for authority in inner.timestamp_authorities:
+            if authority.valid_for is not None and authority.valid_for.end is not None:
+                authority.valid_for.end += timedelta(microseconds=1)
+        return TrustedRoot(inner)
     except Exception as exc:  # any refusal means: no sigstore-python for this root
         log.info("sigstore-python cannot load this trusted root: %s", exc)
         return None

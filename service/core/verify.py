@@ -1,4 +1,5 @@
-"""`verify_image`: every signature of an image against a trust root and a policy. Pure.
+"""`verify_image`: every signature of an image against a trust root and a policy;
+`verify_artifact`: one Sigstore bundle over an artifact's digest. Pure.
 
 A cosign signature or attestation made with a Fulcio certificate (keyless) is verified in
 these steps; each appends a `Check` named as below, and the signature verifies only if all pass:
@@ -8,10 +9,11 @@ these steps; each appends a `Check` named as below, and the signature verifies o
    inclusion proof and signed checkpoint verify; otherwise, when the policy allows it, the
    SET (inclusion promise) from the cosign bundle annotation. The integrated time is trusted
    only when a SET over it verifies with a Rekor key valid at that time.
-2. `log-entry-match`: the entry body (hashedrekord, rekord, dsse or intoto 0.0.1) records this
-   payload hash, this signature and this certificate.
+2. `log-entry-match`: the entry body (hashedrekord, rekord, dsse, intoto 0.0.1 or 0.0.2)
+   records this payload hash, this signature and this certificate.
 3. `certificate-validity` and `certificate-chain`: the leaf was valid at the integrated time
-   and chains, through the trust root's certificates only, to a Fulcio CA valid at that time.
+   (and at every verified timestamp, for bundles) and chains, through the trust root's
+   certificates only, to a Fulcio CA valid at that time.
 4. `sct`: the certificate's embedded SCT verifies with a CT log key of the trust root.
 5. `signature`: the signature verifies over the payload (DSSE: over the PAE) with the
    certificate's key.
@@ -20,16 +22,18 @@ these steps; each appends a `Check` named as below, and the signature verifies o
 7. `identity`: the certificate satisfies one of the policy's identities.
 
 A key-signed signature (no certificate) replaces 2-5 and 7 with `signature` against each policy
-key; its log evidence is checked only when the policy requires a transparency log. A Sigstore
-bundle is verified by sigstore-python's `Verifier` (`bundle`), then `image-digest` and
-`identity`. The image verifies when at least `threshold` distinct signers verified.
+key; its log evidence is checked only when the policy requires a transparency log. Sigstore
+bundles take the steps listed at `_verify_bundle`: mostly sigstore-python's `Verifier`, and
+the steps above where it cannot (key-signed bundles, intoto log entries). The subject verifies
+when at least `threshold` distinct signers verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,9 +41,13 @@ from cryptography import x509
 from sigstore.errors import Error as SigstoreError
 from sigstore.hashes import Hashed
 from sigstore.models import Bundle
+from sigstore.verify import Verifier
+from sigstore_models.bundle.v1 import Bundle as BundleModel
 from sigstore_models.common.v1 import HashAlgorithm
+from sigstore_models.rekor.v1 import TransparencyLogEntry as TransparencyLogEntryModel
 
 from service.core._util import (
+    PublicKey,
     as_public_key,
     b64decode,
     from_unix,
@@ -57,6 +65,7 @@ from service.core.inputs import (
     BundleSignature,
     CosignAttestation,
     CosignSignature,
+    InclusionProof,
     LogEntry,
     LogLookup,
     SetBundle,
@@ -93,7 +102,37 @@ def verify_image(
     if not _DIGEST.fullmatch(image_digest):
         raise InputError(f"image digest: found {image_digest!r:.80}, expected sha256:<64 hex>")
     context = _Context(image_digest, log_entries, policy, trust, now)
-    results = tuple(_verify_signature(s, context) for s in signatures)
+    return _verdict(tuple(_verify_signature(s, context) for s in signatures), policy)
+
+
+def verify_artifact(
+    *,
+    bundle: bytes,
+    artifact_digest: str,
+    policy: Policy,
+    trust: TrustRoot,
+    now: datetime,
+    source: str = "bundle",
+) -> ImageResult:
+    """Verify one Sigstore bundle (v0.1 to v0.3) over an artifact known by its digest.
+
+    What `cosign verify-blob --bundle` and `gh attestation verify --bundle` do: a message
+    signature must be over `artifact_digest`; a DSSE statement must name it as a subject. The
+    bundle is checked as a bundle attached to an image is, with checks named
+    `artifact-digest` where an image's are `image-digest`. A malformed bundle is a failed
+    `bundle` check, not an exception. `source` says where the bundle came from (a path).
+    """
+    if not _DIGEST.fullmatch(artifact_digest):
+        raise InputError(
+            f"artifact digest: found {artifact_digest!r:.80}, expected sha256:<64 hex>"
+        )
+    context = _Context(artifact_digest, {}, policy, trust, now, subject="artifact")
+    item = BundleSignature(bundle, "sha256:" + sha256_hex(bundle), source)
+    return _verdict((_verify_bundle(item, context),), policy)
+
+
+def _verdict(results: tuple[SignatureResult, ...], policy: Policy) -> ImageResult:
+    """The subject verifies when at least `threshold` distinct signers verified."""
     signers = tuple(dict.fromkeys(r.signer for r in results if r.verified and r.signer))
     reasons: list[str] = []
     if not results:
@@ -124,6 +163,11 @@ class _Context:
     policy: Policy
     trust: TrustRoot
     now: datetime
+    subject: str = "image"  # or "artifact": names the digest check
+
+    @property
+    def digest_check(self) -> str:
+        return f"{self.subject}-digest"
 
 
 @dataclass
@@ -157,6 +201,15 @@ class _Signed:
     signed_bytes: bytes
     payload: bytes
     envelope: bytes | None
+    prehashed: bool = False  # `signed_bytes` is the sha256 of the artifact (hashedrekord)
+
+    @property
+    def payload_sha256(self) -> str:
+        """The sha256 a log entry records for this signature: the artifact's, or the payload's."""
+        return self.signed_bytes.hex() if self.prehashed else sha256_hex(self.payload)
+
+    def verifies_with(self, key: PublicKey) -> bool:
+        return signature_valid(key, self.signature, self.signed_bytes, prehashed=self.prehashed)
 
 
 def _signed_material(layer: CosignSignature | CosignAttestation) -> _Signed:
@@ -181,12 +234,7 @@ def _signed_material(layer: CosignSignature | CosignAttestation) -> _Signed:
         signature = b64decode(mapping(sigs[0], "dsse signature").get("sig"), "dsse sig")
     except (ValueError, InputError) as exc:
         raise CheckError(f"attestation is not a dsse envelope: {exc}") from None
-    pae = b"DSSEv1 %d %s %d %s" % (
-        len(payload_type.encode()),
-        payload_type.encode(),
-        len(payload),
-        payload,
-    )
+    pae = _pae(payload_type, payload)
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise CheckError(f"dsse payloadType {payload_type!r:.80}, expected {IN_TOTO_PAYLOAD_TYPE}")
     return _Signed(signature, pae, payload, layer.payload)
@@ -225,9 +273,13 @@ def _verify_cosign(
         except InputError as exc:
             run.fail("certificate-chain", str(exc))
             return result()
-        signer = _verify_keyless(layer, leaf, signed, context, run)
+        signer = _verify_keyless(
+            leaf, signed, context, run, lambda m: _log_evidence(layer, m, context, run)
+        )
     else:
-        signer = _verify_keyed(layer, signed, context, run)
+        signer = _verify_keyed(
+            signed, context, run, lambda m: _log_evidence(layer, m, context, run)
+        )
     evidence = run.evidence
     # (6): the payload is about this image.
     _check_payload(layer, signed.payload, context.image_digest, run)
@@ -235,12 +287,16 @@ def _verify_cosign(
 
 
 def _verify_keyless(
-    layer: CosignSignature | CosignAttestation,
     leaf: x509.Certificate,
     signed: _Signed,
     context: _Context,
     run: _Run,
+    log: _LogCheck,
+    *,
+    timestamps: Sequence[datetime] = (),
 ) -> str | None:
+    """Checks (1) to (5) and (7) with the certificate; `log` runs (1) and (2), and
+    `timestamps` are further verified signing times (from a timestamp authority)."""
     trust = context.trust
     try:
         leaf_key = as_public_key(leaf.public_key(), "certificate key")
@@ -248,35 +304,38 @@ def _verify_keyless(
         run.fail("signature", str(exc))
         return None
     material = Material(
-        payload_sha256=sha256_hex(signed.payload if signed.envelope else layer.payload),
+        payload_sha256=signed.payload_sha256,
         signature=signed.signature,
         certificate=leaf,
         key=None,
         envelope=signed.envelope,
     )
     # (1) and (2): log evidence establishes the signing time; the entry is this signature.
-    signed_at = _log_evidence(layer, material, context, run)
+    signed_at = log(material)
+    times = list(dict.fromkeys([*([signed_at] if signed_at is not None else []), *timestamps]))
     # (3): the certificate was valid then and chains to a Fulcio CA valid then.
     issuer: x509.Certificate | None = None
-    if signed_at is None:
+    if not times:
         run.fail(
             "certificate-chain",
-            "no verified signing time from the transparency log, so the short-lived "
-            "certificate cannot be validated",
+            "no verified signing time from the transparency log or a timestamp authority, "
+            "so the short-lived certificate cannot be validated",
         )
     else:
         before, after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-        in_window = before <= signed_at <= after
-        if in_window:
-            run.ok("certificate-validity", f"signed at {rfc3339(signed_at)}, within validity")
+        outside = [t for t in times if not before <= t <= after]
+        if not outside:
+            signed_text = ", ".join(rfc3339(t) for t in times)
+            run.ok("certificate-validity", f"signed at {signed_text}, within validity")
         else:
             run.fail(
                 "certificate-validity",
-                f"signed at {rfc3339(signed_at)}, expected within the certificate's validity "
+                f"signed at {rfc3339(outside[0])}, expected within the certificate's validity "
                 f"{rfc3339(before)} to {rfc3339(after)}",
             )
         try:
-            ca, chain = verify_chain(leaf, trust, signed_at if in_window else before)
+            for when in times:
+                ca, chain = verify_chain(leaf, trust, when if before <= when <= after else before)
             issuer = chain[0]
             run.ok("certificate-chain", f"chains to {ca.uri or ca.subject} ({ca.subject})")
         except CheckError as exc:
@@ -288,7 +347,7 @@ def _verify_keyless(
         except (CheckError, InputError) as exc:
             run.fail("sct", str(exc))
     # (5): the signature over the payload, with the certificate's key.
-    if signature_valid(leaf_key, signed.signature, signed.signed_bytes):
+    if signed.verifies_with(leaf_key):
         run.ok("signature", f"verified with the certificate's {describe_key(leaf_key)} key")
     else:
         run.fail("signature", "does not verify with the certificate's key")
@@ -318,9 +377,8 @@ def _check_identity(details: CertificateDetails, policy: Policy, run: _Run) -> N
     run.fail("identity", "; ".join(failures))
 
 
-def _verify_keyed(
-    layer: CosignSignature | CosignAttestation, signed: _Signed, context: _Context, run: _Run
-) -> str | None:
+def _verify_keyed(signed: _Signed, context: _Context, run: _Run, log: _LogCheck) -> str | None:
+    """Check (5) against the policy's keys, then (1) and (2) through `log` when required."""
     policy = context.policy
     # (5): the signature against each policy key.
     if not policy.keys:
@@ -330,10 +388,7 @@ def _verify_keyed(
             "(the policy lists identities only)",
         )
         return None
-    matched: PolicyKey | None = next(
-        (k for k in policy.keys if signature_valid(k.key, signed.signature, signed.signed_bytes)),
-        None,
-    )
+    matched: PolicyKey | None = next((k for k in policy.keys if signed.verifies_with(k.key)), None)
     if matched is None:
         labels = ", ".join(k.label for k in policy.keys)
         run.fail("signature", f"does not verify with any policy key ({labels})")
@@ -344,13 +399,13 @@ def _verify_keyed(
         run.ok("transparency-log", "not required by the policy")
     elif matched is not None:
         material = Material(
-            payload_sha256=sha256_hex(signed.payload if signed.envelope else layer.payload),
+            payload_sha256=signed.payload_sha256,
             signature=signed.signature,
             certificate=None,
             key=matched.key,
             envelope=signed.envelope,
         )
-        _log_evidence(layer, material, context, run)
+        log(material)
     if matched is None:
         return None
     return f"{matched.label} sha256:{matched.fingerprint}"
@@ -359,8 +414,7 @@ def _verify_keyed(
 def _log_evidence(
     layer: CosignSignature | CosignAttestation, material: Material, context: _Context, run: _Run
 ) -> datetime | None:
-    """Checks (1) and (2); returns the integrated time when a SET over it verified."""
-    trust, policy, now = context.trust, context.policy, context.now
+    """Checks (1) and (2) for a cosign layer: the fetched entry and the SET annotation."""
     lookup = lookup_for(layer)
     fetched = _entry_for(context.log_entries.get(lookup, ()) if lookup else (), material)
     promise: SetBundle | None = None
@@ -379,6 +433,19 @@ def _log_evidence(
             fetched.log_index,
             fetched.log_id,
         )
+    return _prove(fetched, promise, material, context, run)
+
+
+def _prove(
+    fetched: LogEntry | None,
+    promise: SetBundle | None,
+    material: Material,
+    context: _Context,
+    run: _Run,
+) -> datetime | None:
+    """Checks (1) and (2) on an entry with its proof and/or a SET; returns the integrated time
+    when a SET over it verified."""
+    trust, policy, now = context.trust, context.policy, context.now
     evidence: Evidence
     signed_at: datetime | None = None
     try:
@@ -492,7 +559,15 @@ def _check_payload(
         run.fail("image-digest", str(exc))
 
 
-def _check_statement(doc: dict[str, object], image_digest: str, run: _Run) -> None:
+def _pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what a DSSE signature covers."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def _check_statement(
+    doc: dict[str, object], image_digest: str, run: _Run, check: str = "image-digest"
+) -> None:
     subjects = doc.get("subject")
     if not isinstance(subjects, list):
         raise CheckError("in-toto statement has no subject list, expected one")
@@ -503,12 +578,15 @@ def _check_statement(doc: dict[str, object], image_digest: str, run: _Run) -> No
         if isinstance(digests, dict) and isinstance(digests.get("sha256"), str):
             found.append("sha256:" + digests["sha256"])
             if digests["sha256"].lower() == hex_digest:
-                run.ok("image-digest", f"in-toto subject names {image_digest}")
+                run.ok(check, f"in-toto subject names {image_digest}")
                 return
     raise CheckError(f"in-toto subjects are {', '.join(found) or 'none'}, expected {image_digest}")
 
 
 # -- Sigstore bundles ----------------------------------------------------------------------
+
+_LogCheck = Callable[[Material], datetime | None]
+"""Runs checks (1) and (2) for a signature's material; returns the verified signing time."""
 
 
 class _IdentityLater:
@@ -520,10 +598,22 @@ class _IdentityLater:
 
 
 def _verify_bundle(item: BundleSignature, context: _Context) -> SignatureResult:
-    image_digest, policy, trust = context.image_digest, context.policy, context.trust
+    """One Sigstore bundle, in these steps (each a check, as above):
+
+    B1. `bundle`: the protobuf-specs JSON parses; a certificate bundle also holds
+        sigstore-python's invariants (one log entry, with an inclusion proof and checkpoint).
+    B2. A certificate bundle is verified by sigstore-python's `Verifier` (chain, SCT, log
+        proof and promise, timestamps, signature, entry consistency), except intoto log
+        entries, which it does not support: those take the keyless steps (1) to (5) above,
+        with the timestamp authorities' times verified by sigstore-python (`timestamp`). A
+        key-signed bundle takes step (5) against the policy's keys, then (1) and (2) on the
+        bundle's Rekor v1 entry; a key has no validity window, so its timestamps are unused.
+    B3. `image-digest` / `artifact-digest`: the message signature is over the subject's
+        digest, or the DSSE statement names it as a subject.
+    B4. `identity`, for certificates.
+    """
     run = _Run([])
     details: CertificateDetails | None = None
-    evidence: LogEvidence | None = None
     signer: str | None = None
 
     def result() -> SignatureResult:
@@ -534,65 +624,235 @@ def _verify_bundle(item: BundleSignature, context: _Context) -> SignatureResult:
             tuple(run.checks),
             signer,
             details,
-            evidence,
+            run.evidence,
         )
 
-    # (B1): sigstore-python parses the bundle (it requires an inclusion proof + checkpoint).
+    # (B1): parse; sigstore-python's `Bundle` refuses bundles without a certificate.
     try:
-        bundle = Bundle.from_json(item.bundle)
+        model = BundleModel.from_json(item.bundle)
+        bundle = None if model.verification_material.public_key else Bundle.from_json(item.bundle)
     except (SigstoreError, ValueError) as exc:
         run.fail("bundle", f"not a usable sigstore bundle: {exc}")
         return result()
-    if bundle._inner.verification_material.certificate is None and (
-        bundle._inner.verification_material.x509_certificate_chain is None
-    ):
-        run.fail("bundle", "key-signed bundles are not supported, expected a certificate")
+    if bundle is None:
+        signer = _verify_key_bundle(model, context, run)
         return result()
     try:
-        verifier = trust.sigstore_verifier
+        verifier = context.trust.sigstore_verifier
     except CoreError as exc:
         run.fail("bundle", str(exc))
         return result()
     details = CertificateDetails.from_certificate(bundle.signing_certificate)
-    # (B2): chain, SCT, log proof and promise, signature and log-entry consistency.
+    if bundle.log_entry._inner.kind_version.kind == "intoto":
+        signer = _verify_intoto_bundle(bundle, verifier, context, run)
+        return result()
+    # (B2): sigstore-python checks the chain, SCT, log proof and promise, timestamps, the
+    # signature and the log entry's consistency.
+    check = context.digest_check
     try:
         if bundle._dsse_envelope is not None:
             payload_type, payload = verifier.verify_dsse(bundle, _IdentityLater())
             run.ok("bundle", "dsse bundle verified by sigstore-python")
-            # (B3): the statement is about this image.
-            if payload_type != IN_TOTO_PAYLOAD_TYPE:
-                run.fail(
-                    "image-digest",
-                    f"dsse payloadType {payload_type!r:.80}, expected {IN_TOTO_PAYLOAD_TYPE}",
-                )
-            else:
-                try:
-                    _check_statement(mapping(json.loads(payload), "statement"), image_digest, run)
-                except (ValueError, InputError) as exc:
-                    run.fail("image-digest", f"statement is not a JSON object: {exc}")
-                except CheckError as exc:
-                    run.fail("image-digest", str(exc))
+            # (B3): the statement is about this subject.
+            _check_dsse_payload(payload_type, payload, context, run)
         else:
             digest = Hashed(
                 algorithm=HashAlgorithm.SHA2_256,
-                digest=bytes.fromhex(image_digest.removeprefix("sha256:")),
+                digest=bytes.fromhex(context.image_digest.removeprefix("sha256:")),
             )
             verifier.verify_artifact(digest, bundle, _IdentityLater())
             run.ok("bundle", "message-signature bundle verified by sigstore-python")
             # (B3): verify_artifact checked the signature over this digest (and messageDigest).
-            run.ok("image-digest", f"message signature is over {image_digest}")
+            run.ok(check, f"message signature is over {context.image_digest}")
     except (SigstoreError, ValueError) as exc:
         run.fail("bundle", f"sigstore-python: {exc}")
         return result()
-    inner = bundle.log_entry._inner
-    evidence = LogEvidence(
-        uuid=None,
-        log_index=int(inner.log_index),
-        integrated_time=int(inner.integrated_time or 0),
-        log_id=inner.log_id.key_id.hex(),
-        evidence="inclusion-proof",
-    )
+    run.evidence = _bundle_evidence(bundle.log_entry._inner)
     # (B4): identity policy.
-    _check_identity(details, policy, run)
+    _check_identity(details, context.policy, run)
     signer = f"{details.subject} ({details.issuer or 'no oidc issuer'})"
     return result()
+
+
+def _bundle_evidence(entry: TransparencyLogEntryModel) -> LogEvidence:
+    """What a bundle's log entry proved (sigstore-python verified its inclusion proof)."""
+    body = entry.canonicalized_body
+    v1 = bool(entry.integrated_time)  # Rekor v2 entries have none, nor a uuid
+    return LogEvidence(
+        uuid=hashlib.sha256(b"\x00" + body).hexdigest() if v1 else None,
+        log_index=int(entry.log_index),
+        integrated_time=int(entry.integrated_time) if entry.integrated_time else None,
+        log_id=entry.log_id.key_id.hex(),
+        evidence="inclusion-proof",
+    )
+
+
+def _check_dsse_payload(payload_type: str, payload: bytes, context: _Context, run: _Run) -> None:
+    """(B3) for a DSSE bundle: an in-toto statement with the subject's digest as a subject."""
+    check = context.digest_check
+    if payload_type != IN_TOTO_PAYLOAD_TYPE:
+        run.fail(check, f"dsse payloadType {payload_type!r:.80}, expected {IN_TOTO_PAYLOAD_TYPE}")
+        return
+    try:
+        doc = mapping(json.loads(payload), "statement")
+        _check_statement(doc, context.image_digest, run, check)
+    except (ValueError, InputError) as exc:
+        run.fail(check, f"statement is not a JSON object: {exc}")
+    except CheckError as exc:
+        run.fail(check, str(exc))
+
+
+def _bundle_signed(model: BundleModel, context: _Context) -> _Signed:
+    """What the bundle's signature covers: the DSSE PAE, or the subject's digest."""
+    envelope = model.dsse_envelope
+    if envelope is not None:
+        if len(envelope.signatures) != 1:
+            raise CheckError(
+                f"dsse envelope has {len(envelope.signatures)} signatures, expected one"
+            )
+        payload = envelope.payload
+        pae = _pae(envelope.payload_type, payload)
+        return _Signed(envelope.signatures[0].sig, pae, payload, None)
+    message = model.message_signature
+    if message is None:
+        raise CheckError("bundle has neither a message signature nor a dsse envelope")
+    digest = bytes.fromhex(context.image_digest.removeprefix("sha256:"))
+    return _Signed(message.signature, digest, b"", None, prehashed=True)
+
+
+def _bundle_log_entry(entry: TransparencyLogEntryModel) -> tuple[LogEntry, SetBundle | None]:
+    """A bundle's Rekor v1 entry as the core's `LogEntry`, and its SET if it has one."""
+    if not entry.integrated_time:
+        raise CheckError(
+            f"log entry {entry.kind_version.kind}/{entry.kind_version.version} has no "
+            "integrated time (rekor v2), which is not supported here: expected a rekor v1 entry"
+        )
+    log_id = entry.log_id.key_id.hex()
+    body = entry.canonicalized_body
+    raw_proof = entry.inclusion_proof
+    proof = None
+    if raw_proof is not None and raw_proof.checkpoint is not None:
+        proof = InclusionProof(
+            log_index=int(raw_proof.log_index),
+            tree_size=int(raw_proof.tree_size),
+            root_hash=raw_proof.root_hash,
+            hashes=tuple(raw_proof.hashes),
+            checkpoint=raw_proof.checkpoint.envelope,
+        )
+    promise = entry.inclusion_promise
+    log_entry = LogEntry(
+        uuid=hashlib.sha256(b"\x00" + body).hexdigest(),
+        body=body,
+        integrated_time=int(entry.integrated_time),
+        log_id=log_id,
+        log_index=int(entry.log_index),
+        signed_entry_timestamp=None if promise is None else promise.signed_entry_timestamp,
+        inclusion_proof=proof,
+    )
+    set_bundle = (
+        None
+        if promise is None
+        else SetBundle(
+            promise.signed_entry_timestamp,
+            body,
+            log_entry.integrated_time,
+            log_entry.log_index,
+            log_id,
+        )
+    )
+    return log_entry, set_bundle
+
+
+def _bundle_log_check(model: BundleModel, context: _Context, run: _Run) -> _LogCheck:
+    """Checks (1) and (2) on the bundle's own log entry (a v0.2+ bundle needs its proof)."""
+
+    def check(material: Material) -> datetime | None:
+        entries = model.verification_material.tlog_entries
+        try:
+            if len(entries) != 1:
+                raise CheckError(f"bundle has {len(entries)} log entries, expected one")
+            entry, promise = _bundle_log_entry(entries[0])
+            if (
+                entry.inclusion_proof is None
+                and model.media_type != Bundle.BundleType.BUNDLE_0_1.value
+            ):
+                raise CheckError(
+                    "bundle has no inclusion proof with a checkpoint, expected one (v0.2+)"
+                )
+        except CheckError as exc:
+            run.fail("transparency-log", str(exc))
+            return None
+        return _prove(entry, promise, material, context, run)
+
+    return check
+
+
+def _verify_key_bundle(model: BundleModel, context: _Context, run: _Run) -> str | None:
+    """(B1) to (B3) for a bundle signed with a key (`cosign sign-blob --key`)."""
+    try:
+        version = Bundle.BundleType(model.media_type)
+        signed = _bundle_signed(model, context)
+    except (ValueError, CheckError) as exc:
+        detail = str(exc) if isinstance(exc, CheckError) else f"media type {model.media_type}"
+        run.fail("bundle", f"not a usable sigstore bundle: {detail}")
+        return None
+    run.ok("bundle", f"key-signed bundle ({version.value})")
+    # (B2): the signature against the policy's keys, then the log entry.
+    signer = _verify_keyed(signed, context, run, _bundle_log_check(model, context, run))
+    # (B3): the signature is over this digest, or the statement names it.
+    if model.dsse_envelope is not None:
+        _check_dsse_payload(model.dsse_envelope.payload_type, signed.payload, context, run)
+    else:
+        message = model.message_signature
+        assert message is not None  # _bundle_signed refused a bundle without either
+        named = message.message_digest
+        if named is not None and named.digest != signed.signed_bytes:
+            run.fail(
+                context.digest_check,
+                f"bundle messageDigest is sha256:{named.digest.hex()}, "
+                f"expected {context.image_digest}",
+            )
+        else:
+            run.ok(context.digest_check, f"message signature is over {context.image_digest}")
+    return signer
+
+
+def _verify_intoto_bundle(
+    bundle: Bundle, verifier: Verifier, context: _Context, run: _Run
+) -> str | None:
+    """(B2) to (B4) for a certificate bundle whose log entry is intoto (0.0.1 or 0.0.2)."""
+    model = bundle._inner
+    try:
+        signed = _bundle_signed(model, context)
+        if model.dsse_envelope is None:
+            raise CheckError("intoto log entry for a message signature, expected a dsse envelope")
+    except CheckError as exc:
+        run.fail("bundle", f"not a usable sigstore bundle: {exc}")
+        return None
+    run.ok("bundle", "dsse bundle with an intoto log entry, verified step by step")
+    # Timestamp authorities: sigstore-python verifies each signed timestamp.
+    times: list[datetime] = []
+    stamps = model.verification_material.timestamp_verification_data
+    count = len(stamps.rfc3161_timestamps) if stamps is not None else 0
+    if count:
+        try:
+            if not context.trust.timestamp_authorities:
+                raise CheckError(
+                    "bundle has signed timestamps, expected a trust root with timestamp "
+                    "authorities to verify them"
+                )
+            times = [t.time for t in verifier._verify_timestamp_authority(bundle)]
+            run.ok("timestamp", f"{len(times)} of {count} signed timestamps verified")
+        except (CheckError, SigstoreError, ValueError) as exc:
+            run.fail("timestamp", str(exc))
+            return None
+    signer = _verify_keyless(
+        bundle.signing_certificate,
+        signed,
+        context,
+        run,
+        _bundle_log_check(model, context, run),
+        timestamps=times,
+    )
+    _check_dsse_payload(model.dsse_envelope.payload_type, signed.payload, context, run)
+    return signer

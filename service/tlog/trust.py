@@ -14,6 +14,7 @@ from service.config import PREFIX, Settings, SettingsError
 
 PRODUCTION_TUF_URL = "https://tuf-repo-cdn.sigstore.dev"
 _EMBEDDED = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
+_STAGING = "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev"
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class TrustRootSource:
 def embedded_production_root() -> bytes:
     """The production trusted root that ships inside sigstore-python (no network)."""
     store = importlib.resources.files("sigstore") / "_store" / _EMBEDDED / "trusted_root.json"
+    return store.read_bytes()
+
+
+def embedded_staging_root() -> bytes:
+    """The staging trusted root that ships inside sigstore-python (no network, no refresh)."""
+    store = importlib.resources.files("sigstore") / "_store" / _STAGING / "trusted_root.json"
     return store.read_bytes()
 
 
