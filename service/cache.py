@@ -22,11 +22,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CacheStats:
-    """Hit, miss and error counts per namespace (the part of a key before the first ':')."""
+    """Hit, miss and error counts per namespace (the part of a key before the first ':').
+
+    Each observer is called with every event (`hit`, `miss`, `read-error`, `write-error`) and
+    the key's namespace; metrics subscribe here.
+    """
 
     hits: dict[str, int] = field(default_factory=dict)
     misses: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+    observers: list[Callable[[str, str], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, key: str, hit: bool) -> None:
@@ -34,10 +39,16 @@ class CacheStats:
         with self._lock:
             target = self.hits if hit else self.misses
             target[namespace] = target.get(namespace, 0) + 1
+        self._notify("hit" if hit else "miss", namespace)
 
-    def error(self) -> None:
+    def error(self, key: str = "", event: str = "error") -> None:
         with self._lock:
             self.errors += 1
+        self._notify(event, key.split(":", 1)[0])
+
+    def _notify(self, event: str, namespace: str) -> None:
+        for observer in self.observers:
+            observer(event, namespace)
 
 
 class Cache(Protocol):
@@ -120,7 +131,7 @@ class RedisCache:
         try:
             value = self._client.get(self._prefix + key)
         except redis.RedisError as exc:
-            self.stats.error()
+            self.stats.error(key, "read-error")
             log.warning("cache read failed, treating as a miss: %s", type(exc).__name__)
             self.stats.record(key, False)
             return None
@@ -133,7 +144,7 @@ class RedisCache:
         try:
             self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
         except redis.RedisError as exc:
-            self.stats.error()
+            self.stats.error(key, "write-error")
             log.warning("cache write dropped: %s", type(exc).__name__)
 
     def healthy(self) -> bool:

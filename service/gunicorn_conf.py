@@ -1,7 +1,26 @@
-"""gunicorn settings that do not come from the command line (`sigverify serve` passes those)."""
+"""gunicorn's configuration, all of it from the SIGVERIFY_* settings.
+
+`sigverify serve` runs `gunicorn -c python:service.gunicorn_conf service.wsgi:app`; a container
+or an operator can run the same command. The hooks: the master makes the directory where the
+workers' Prometheus values meet and gives each worker a slot in it; each worker starts
+OpenTelemetry after the fork (its batch span processor and metric reader run threads that a
+fork does not carry) and flushes it when it exits.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+from service import logs, telemetry
+from service.config import Settings
+
+_settings = Settings.from_env()
+
+bind = _settings.bind
+workers = _settings.workers
+threads = _settings.threads
+loglevel = _settings.log_level.lower()
 worker_class = "gthread"
 timeout = 30
 graceful_timeout = 20
@@ -10,5 +29,48 @@ max_requests = 2000
 max_requests_jitter = 200
 accesslog = "-"
 errorlog = "-"
+# JSON to stderr (stdout for the access log), with trace ids; see service.logs.
+logconfig_dict = logs.gunicorn_logconfig(_settings.log_format, _settings.log_level)
+if _settings.log_format == "json":
+    access_log_format = "%(m)s %(U)s %(s)s"  # the `message`; the fields are separate
 # Every worker builds its own app (and so its own HTTP and Redis clients) after fork.
 preload_app = False
+
+
+def on_starting(server: Any) -> None:
+    """Master, once: a fresh directory for the workers' Prometheus values."""
+    server.sigverify_metrics_dir = None
+    if _settings.metrics:
+        server.sigverify_metrics_dir = telemetry.prepare_metrics_dir()
+    else:
+        os.environ.pop(telemetry.MULTIPROC_ENV, None)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master: the lowest metrics slot no live worker holds."""
+    worker.sigverify_slot = telemetry.free_slot(
+        getattr(w, "sigverify_slot", None) for w in server.WORKERS.values()
+    )
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, before it loads the app: its metrics slot and its OpenTelemetry providers."""
+    if telemetry.metrics_dir():
+        telemetry.use_metrics_slot(worker.sigverify_slot)
+    telemetry.start_worker()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Worker, on its way out: export the spans and metrics still buffered."""
+    telemetry.shutdown_worker()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, a worker gone: its gauges go, its counters stay in the totals."""
+    telemetry.release_metrics_slot(worker.sigverify_slot)
+
+
+def on_exit(server: Any) -> None:
+    """Master, at shutdown: remove the metrics directory."""
+    if server.sigverify_metrics_dir:
+        telemetry.remove_metrics_dir(server.sigverify_metrics_dir)
