@@ -6,7 +6,18 @@ import logging
 
 from flask import Flask, Response
 
-from service.api import badge, batch, errors, health, keys, policies, verify
+from service.api import (
+    badge,
+    batch,
+    bundle,
+    docs,
+    errors,
+    health,
+    keys,
+    observability,
+    policies,
+    verify,
+)
 from service.api.auth import authenticate, load_tokens
 from service.cache import Cache, make_cache
 from service.config import PREFIX, Settings, SettingsError
@@ -15,6 +26,7 @@ from service.keys import load_retired_keys, load_signing_key, published_keys
 from service.policies import PolicyFileError, PolicyStore
 from service.registry import RegistryClient, RegistryConfig
 from service.state import Services, services
+from service.telemetry import Telemetry, metrics_dir
 from service.tlog import CircuitBreaker, RekorClient
 from service.tlog.trust import load_trust_root_source
 from service.verification import VerificationService
@@ -41,6 +53,10 @@ def build_services(settings: Settings) -> Services:
     signing_key = load_signing_key(settings.signing_key_file, settings.data_dir)
     registry = RegistryClient(RegistryConfig.from_settings(settings))
     rekor = _rekor_client(settings, trust, cache)
+    telemetry = Telemetry(multiprocess_dir=metrics_dir())
+    cache.stats.observers.append(telemetry.cache_event)
+    if rekor is not None:
+        telemetry.watch_breaker("rekor", lambda: rekor.breaker_state)
     verifier = VerificationService(
         registry=registry,
         rekor=rekor,
@@ -49,6 +65,7 @@ def build_services(settings: Settings) -> Services:
         signing_key=signing_key,
         verdict_ttl=settings.verdict_ttl,
         max_search_entries=settings.max_signatures,
+        telemetry=telemetry,
     )
     try:
         policies = PolicyStore(settings.policy_file, max_regexp_length=settings.max_regexp_length)
@@ -66,6 +83,7 @@ def build_services(settings: Settings) -> Services:
         verifier=verifier,
         policies=policies,
         tokens=load_tokens(settings),
+        telemetry=telemetry,
     )
 
 
@@ -104,12 +122,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["sigverify"] = build_services(settings)
     errors.install(app)
+    observability.install(app)  # first: its span covers the other hooks
     app.register_blueprint(health.bp)
     app.register_blueprint(verify.bp)
+    app.register_blueprint(bundle.bp)
     app.register_blueprint(batch.bp)
     app.register_blueprint(policies.bp)
     app.register_blueprint(badge.bp)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(keys.bp)
+    app.register_blueprint(observability.bp)
 
     @app.before_request
     def _authenticate() -> None:

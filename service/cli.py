@@ -1,9 +1,9 @@
-"""The `sigverify` command: `serve` runs gunicorn; `keygen` makes a verdict-signing key."""
+"""The `sigverify` command: `serve` runs gunicorn; `keygen` makes a verdict-signing key;
+`conformance verify-bundle` speaks the sigstore-conformance protocol (`service.conformance`)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,13 +12,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service import conformance
 from service.config import Settings, SettingsError
 from service.keys import key_id
 
 
 def _serve(_args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    from service import logs, telemetry  # noqa: PLC0415 - keeps `keygen` light
+
+    logs.configure(settings.log_format, settings.log_level)
+    telemetry.exporters_from_env()  # an unusable OTEL_* value stops the start here
     # Fail before forking workers: a bad trust root or key stops the start with its setting named,
     # and the development key is created once here rather than raced by the workers.
     from service.app import build_services  # noqa: PLC0415 - keeps `keygen` light
@@ -26,10 +30,7 @@ def _serve(_args: argparse.Namespace) -> int:
     build_services(settings)
     argv = [
         sys.executable, "-m", "gunicorn",
-        "--config", "python:service.gunicorn_conf",
-        "--bind", settings.bind,
-        "--workers", str(settings.workers),
-        "--threads", str(settings.threads),
+        "--config", "python:service.gunicorn_conf",  # bind, workers, threads: from settings
         "service.wsgi:app",
     ]  # fmt: skip
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keygen = commands.add_parser("keygen", help="write a new ECDSA P-256 verdict-signing key")
     keygen.add_argument("out", type=Path, help="file to create (mode 0600; never overwritten)")
     keygen.set_defaults(func=_keygen)
+    conformance.add_parser(commands)
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)

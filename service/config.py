@@ -91,6 +91,13 @@ def _bind(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    lowered = value.lower()
+    if lowered not in {"json", "text"}:
+        raise ValueError("must be json or text")
+    return lowered
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -127,6 +134,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("data_dir", "./var", _path, "Writable directory for the development signing key."),
     Setting("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR."),
+    Setting(
+        "log_format",
+        "json",
+        _log_format,
+        "json (one object per line, with trace and span ids) or text; access log included.",
+    ),
+    Setting(
+        "metrics",
+        "true",
+        _bool,
+        "Serve GET /metrics (Prometheus text, totals of all workers); false answers 404.",
+    ),
     Setting(
         "redis_url",
         "",
@@ -287,6 +306,8 @@ class Settings:
     threads: int = 4
     data_dir: Path = Path("./var")
     log_level: str = "INFO"
+    log_format: str = "json"
+    metrics: bool = True
     redis_url: str | None = None
     signing_key_file: Path | None = None
     retired_key_files: tuple[Path, ...] = ()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from service.core import TrustRoot
     from service.policies import PolicyStore
     from service.registry import RegistryClient
+    from service.telemetry import Telemetry
     from service.tlog import RekorClient
     from service.verification import VerificationService
 
@@ -35,6 +36,7 @@ class Services:
     verifier: VerificationService
     policies: PolicyStore
     tokens: Tokens
+    telemetry: Telemetry
 
 
 def services() -> Services:

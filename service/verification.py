@@ -15,13 +15,14 @@ accepts one), which gives a correct verdict that says it was degraded.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from service import core, verdicts
 from service.cache import Cache, SingleFlight
@@ -30,15 +31,18 @@ from service.registry import (
     Discovery,
     ImageReference,
     RegistryClient,
+    RegistryError,
     ResolvedImage,
     discover,
 )
+from service.telemetry import Telemetry, verdict_reason
 from service.tlog import RekorClient, TlogError, TlogTimeout, TlogUnavailable
 
 log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
 DEGRADED_TTL = 30.0  # seconds a verdict resting on a SET during a Rekor outage stays cached
+_P = ParamSpec("_P")
 
 
 class UpstreamError(Exception):
@@ -57,8 +61,69 @@ class Verification:
     cached: bool
 
 
+def _observed(
+    method: Callable[Concatenate[VerificationService, _P], Verification],
+) -> Callable[Concatenate[VerificationService, _P], Verification]:
+    """A verification in a `sigverify.verify` span, its outcome counted by result and reason."""
+
+    @functools.wraps(method)
+    def observed(self: VerificationService, /, *args: _P.args, **kwargs: _P.kwargs) -> Verification:
+        telemetry = self._telemetry
+        with telemetry.span("sigverify.verify") as span:
+            try:
+                found = method(self, *args, **kwargs)
+            except Exception as exc:
+                reason = _error_reason(exc)
+                if isinstance(exc, RegistryError):
+                    telemetry.upstream_error("registry", exc.reason)
+                telemetry.verification("error", reason)
+                span.set_attribute("sigverify.reason", reason)
+                log.info("verification error: %s", reason)
+                raise
+            verdict = found.verdict
+            verified = verdict.get("verified") is True
+            reason = verdict_reason(verdict)
+            telemetry.verification("verified" if verified else "failed", reason)
+            # An image's verdict names it in `image`, an artifact's in `artifact`.
+            image = verdict.get("image") or {}
+            subject = image.get("reference") or (verdict.get("artifact") or {}).get("digest")
+            digest = image.get("digest") or (verdict.get("artifact") or {}).get("digest")
+            span.set_attributes(
+                {
+                    "sigverify.subject": str(subject),
+                    "sigverify.digest": str(digest),
+                    "sigverify.verified": verified,
+                    "sigverify.reason": reason,
+                    "sigverify.cached": found.cached,
+                }
+            )
+            log.info(
+                "verification %s: %s (%s; reason %s, cached %s)",
+                "passed" if verified else "failed",
+                subject,
+                digest,
+                reason,
+                found.cached,
+            )
+            return found
+
+    return observed
+
+
+def _error_reason(exc: Exception) -> str:
+    """The `reason` label of a verification that ended in an operational error."""
+    if isinstance(exc, RegistryError):
+        return f"registry-{exc.reason}"
+    if isinstance(exc, UpstreamError):
+        return "rekor-timeout" if exc.timeout else "rekor-unavailable"
+    return "internal"
+
+
 class VerificationService:
-    """Verifies images: registry, log evidence, pure core, signed verdict, cache."""
+    """Verifies images: registry, log evidence, pure core, signed verdict, cache.
+
+    Each step is a span and a step-duration sample in `telemetry` (see `service.telemetry`).
+    """
 
     def __init__(
         self,
@@ -71,6 +136,7 @@ class VerificationService:
         verdict_ttl: float,
         max_search_entries: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._registry = registry
         self._rekor = rekor
@@ -81,7 +147,9 @@ class VerificationService:
         self._max_search_entries = max_search_entries
         self._clock = clock
         self._flight = SingleFlight()
+        self._telemetry = telemetry or Telemetry()
 
+    @_observed
     def verify(
         self, reference: ImageReference, policy: core.Policy, *, policy_name: str | None = None
     ) -> Verification:
@@ -91,10 +159,14 @@ class VerificationService:
         """
         # (2): tags move, so the digest is resolved on every request; everything after is keyed
         # by content.
-        resolved = self._registry.resolve(reference)
+        resolved = self._telemetry.timed(
+            "registry.resolve", lambda: self._registry.resolve(reference)
+        )
         key = self._verdict_key(resolved, policy, policy_name)
         cached = True
-        raw = self._cache.get(key) if self._verdict_ttl > 0 else None
+        raw = None
+        if self._verdict_ttl > 0:
+            raw = self._telemetry.timed("verdict_cache.get", lambda: self._cache.get(key))
         if raw is None:
             # (1) missed: identical concurrent requests do the work once.
             cached = False
@@ -108,11 +180,57 @@ class VerificationService:
         verdict["image"] = _image(resolved)
         return Verification(verdict, cached=cached)
 
+    @_observed
+    def verify_artifact(
+        self, bundle: bytes, artifact_digest: str, policy: core.Policy, *, policy_name: str | None
+    ) -> Verification:
+        """Verify one Sigstore bundle over an artifact's digest, as `cosign verify-blob` and
+        `gh attestation verify` do: no registry and no Rekor lookup (a bundle carries its own
+        evidence), so no cache either; the verdict is signed like an image's.
+
+        The statement's subject is the artifact, named by its digest (`sha256:<hex>`), the
+        only name the service knows it by; `resourceUri` is that digest too.
+        """
+        now = self._clock()
+        result = core.verify_artifact(
+            bundle=bundle,
+            artifact_digest=artifact_digest,
+            policy=policy,
+            trust=self._trust,
+            now=now,
+            source="request",
+        )
+        body = result.to_dict()
+        statement = verdicts.statement(
+            subject=verdicts.VerdictSubject(name=artifact_digest, digest=artifact_digest),
+            verified=result.verified,
+            policy_name=policy_name,
+            policy_digest=policy.digest,
+            inputs=[s["digest"] for s in body["signatures"] if s.get("verified")],
+            verified_at=now,
+            version=VERSION,
+            resource_uri=artifact_digest,
+        )
+        verdict = {
+            "verified": result.verified,
+            "artifact": {"digest": artifact_digest},
+            "policy": {"digest": policy.digest, "name": policy_name},
+            "trustRoot": {"digest": self._trust.digest},
+            "signers": body["signers"],
+            "signatures": body["signatures"],
+            "reasons": body["reasons"],
+            "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "signedVerdict": verdicts.sign(statement, self._key),
+        }
+        return Verification(verdict, cached=False)
+
     def _verify_resolved(
         self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None, key: str
     ) -> bytes:
         """Steps (2) to (6) for a resolved image: the verdict as JSON, cached unless degraded."""
-        discovery = discover(self._registry, resolved)
+        discovery = self._telemetry.timed(
+            "registry.discover", lambda: discover(self._registry, resolved)
+        )
         signatures = _core_inputs(discovery)
         # (3): complete the log evidence.
         entries, outage = self._log_entries(
@@ -120,25 +238,29 @@ class VerificationService:
         )
         # (4): the pure core decides.
         now = self._clock()
-        result = core.verify_image(
-            image_digest=resolved.digest,
-            signatures=signatures,
-            log_entries=entries,
-            policy=policy,
-            trust=self._trust,
-            now=now,
-        )
+        with self._telemetry.step("core.verify"):
+            result = core.verify_image(
+                image_digest=resolved.digest,
+                signatures=signatures,
+                log_entries=entries,
+                policy=policy,
+                trust=self._trust,
+                now=now,
+            )
         if outage is not None and not result.verified:
             # The failure may be the outage's doing: say so as an error, never as a verdict.
             raise outage
         # (5): build and sign.
-        raw = json.dumps(
-            self._verdict(resolved, policy, policy_name, result, now, degraded=outage is not None)
-        ).encode()
+        with self._telemetry.step("verdict.sign"):
+            raw = json.dumps(
+                self._verdict(
+                    resolved, policy, policy_name, result, now, degraded=outage is not None
+                )
+            ).encode()
         # (6): cache; a degraded verdict is correct but re-checked soon.
         if self._verdict_ttl > 0:
             ttl = self._verdict_ttl if outage is None else min(self._verdict_ttl, DEGRADED_TTL)
-            self._cache.set(key, raw, ttl)
+            self._telemetry.timed("verdict_cache.set", lambda: self._cache.set(key, raw, ttl))
         return raw
 
     def _verdict_key(
@@ -159,8 +281,11 @@ class VerificationService:
         outage: UpstreamError | None = None
         for lookup in lookups:
             try:
-                entries[lookup] = self._fetch(lookup)
+                entries[lookup] = self._telemetry.timed(
+                    "rekor.lookup", functools.partial(self._fetch, lookup), {"rekor.by": lookup.by}
+                )
             except TlogUnavailable as exc:
+                self._telemetry.upstream_error("rekor", exc.reason)
                 log.warning("rekor unavailable for %s=%s: %s", lookup.by, lookup.value, exc)
                 entries[lookup] = ()
                 outage = UpstreamError(
@@ -168,8 +293,11 @@ class VerificationService:
                 )
             except (TlogError, core.CoreError) as exc:
                 # A malformed answer is evidence we cannot use; the core then fails closed.
+                reason = exc.reason if isinstance(exc, TlogError) else "unusable-entry"
+                self._telemetry.upstream_error("rekor", reason)
                 log.warning("rekor answer unusable for %s=%s: %s", lookup.by, lookup.value, exc)
                 entries[lookup] = ()
+        self._telemetry.refresh_breakers()
         return entries, outage
 
     def _fetch(self, lookup: core.LogLookup) -> tuple[core.LogEntry, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import rfc8785
 from marshmallow import (
     RAISE,
     Schema,
@@ -145,3 +146,42 @@ class BatchRequestSchema(_PolicyChoice):
         if missing:
             message = "no policy or policyName here and none for the batch"
             raise ValidationError({"images": {i: {"policy": [message]} for i in missing}})
+
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
+
+
+class _BundleField(fields.Field):  # type: ignore[type-arg]
+    """A Sigstore bundle: a JSON object whose `mediaType` names one, loaded as the bytes of its
+    RFC 8785 canonical JSON (so its digest does not depend on the client's formatting). What
+    is inside is the verifier's to judge: a bundle it cannot use is a failed verdict."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bytes:
+        if not isinstance(value, dict):
+            raise ValidationError("found no object, expected a Sigstore bundle")
+        media_type = value.get("mediaType")
+        if not isinstance(media_type, str) or not media_type.startswith(BUNDLE_MEDIA_TYPE):
+            raise ValidationError(
+                {"mediaType": [f"found {media_type!r:.80}, expected {BUNDLE_MEDIA_TYPE}..."]}
+            )
+        try:
+            return rfc8785.dumps(value)
+        except rfc8785.CanonicalizationError as exc:
+            raise ValidationError(f"found no JSON that can be canonicalised: {exc}") from None
+
+
+class VerifyBundleRequestSchema(_PolicyChoice):
+    """`POST /v1/verify/bundle`: a Sigstore bundle, the artifact's digest, and the policy."""
+
+    bundle = _BundleField(required=True)
+    artifactDigest = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^sha256:[0-9a-f]{64}$", error="found {input!r:.80}, expected sha256:<64 hex>"
+        ),
+    )
+
+    @validates_schema
+    def _one_policy(self, data: dict[str, Any], **_: Any) -> None:
+        if "policy" not in data and "policyName" not in data:
+            raise ValidationError("give policy or policyName", "policy")

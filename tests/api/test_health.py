@@ -116,3 +116,22 @@ def test_bad_trust_root_file_stops_the_start_naming_the_setting(tmp_path: Path) 
 def test_spec_file_is_the_packaged_one() -> None:
     packaged = Path(__file__).parents[2] / "service" / "data" / "openapi.yaml"
     assert packaged.read_bytes() == SPEC_PATH.read_bytes()
+
+
+def test_docs_render_every_operation_with_local_assets(client: httpx.Client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    for path, item in spec()["paths"].items():
+        for method, op in item.items():
+            assert f'id="{op["operationId"]}"' in html, (method, path)
+    # Every asset is the service's own: no CDN, no script.
+    assert "<script" not in html
+    assert "http://" not in html.replace("http://www.w3.org", "").split("<main>")[0]
+    assert 'href="/docs/style.css"' in html
+    assert "style-src 'self'" in page.headers["content-security-policy"]
+    css = client.get("/docs/style.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    # Text from the spec is escaped, not interpreted.
+    assert "<token>" not in html and "&lt;token&gt;" in html

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from service.config import PREFIX, SETTINGS, Settings
+from service.policies import parse_policies
 from tests.deploy import helm
 from tests.deploy.helm import CHART, NAMESPACE, RELEASE, Rendered
 
@@ -30,11 +31,14 @@ SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 
 # Settings the chart derives from what it mounts and deploys; values.config may not set them.
 CHART_MANAGED = {"bind", "data_dir", "redis_url", "signing_key_file", "docker_config",
-                 "trust_root_file"}  # fmt: skip
+                 "trust_root_file", "policy_file", "api_tokens_file",
+                 # Secrets never go into a ConfigMap: tokens come from apiTokens.existingSecret.
+                 "api_tokens", "retired_key_files"}  # fmt: skip
 # Variables that are not sigverify settings but that the chart may set.
 OTHER_ENV = {"REDIS_PASSWORD", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
 FILE_SETTINGS = {"SIGVERIFY_SIGNING_KEY_FILE", "SIGVERIFY_DOCKER_CONFIG",
-                 "SIGVERIFY_TRUST_ROOT_FILE"}  # fmt: skip
+                 "SIGVERIFY_TRUST_ROOT_FILE", "SIGVERIFY_POLICY_FILE",
+                 "SIGVERIFY_API_TOKENS_FILE"}  # fmt: skip
 
 
 def _values(case: str) -> list[Path]:
@@ -401,7 +405,10 @@ def test_policies_are_a_mounted_file() -> None:
     r = rendered("policies")
     values = yaml.safe_load((CHART / "ci" / "policies-values.yaml").read_text())["policies"]
     cm = r.get("ConfigMap", f"{RELEASE}-policies")
-    assert yaml.safe_load(cm["data"]["policies.yaml"]) == values
+    assert yaml.safe_load(cm["data"]["policies.yaml"]) == {"policies": values}
+    # The file the pods read is one the service accepts.
+    parsed = parse_policies(cm["data"]["policies.yaml"].encode(), max_regexp_length=256)
+    assert sorted(parsed) == ["distroless", "github-release"]
     mounts = {m["name"]: m["mountPath"] for m in r.container["volumeMounts"]}
     assert mounts["policies"] == "/etc/sigverify/policies"
     assert not rendered("defaults").all("ConfigMap")[1:], "no policies ConfigMap by default"
