@@ -62,6 +62,10 @@ class Cache(Protocol):
     def set(self, key: str, value: bytes, ttl: float) -> None:
         """Store `value` for `ttl` seconds; never raises."""
 
+    def incr(self, key: str, amount: int, ttl: float) -> int | None:
+        """Add `amount` to the counter `key` (created with a `ttl`-second life); the new
+        value, or None when the cache is unreachable."""
+
     def healthy(self) -> bool:
         """Whether the cache backend answers."""
 
@@ -106,6 +110,17 @@ class MemoryCache:
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
+    def incr(self, key: str, amount: int, ttl: float) -> int | None:
+        with self._lock:
+            now = self._clock()
+            item = self._data.get(key)
+            if item is None or item[0] <= now:
+                item = (now + ttl, b"0")
+            value = int(item[1]) + amount
+            self._data[key] = (item[0], str(value).encode())
+            self._data.move_to_end(key)
+            return value
+
     def healthy(self) -> bool:
         return True
 
@@ -146,6 +161,19 @@ class RedisCache:
         except redis.RedisError as exc:
             self.stats.error(key, "write-error")
             log.warning("cache write dropped: %s", type(exc).__name__)
+
+    def incr(self, key: str, amount: int, ttl: float) -> int | None:
+        name = self._prefix + key
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.incrby(name, amount)
+            pipe.expire(name, max(1, int(ttl)), nx=True)  # the first increment starts the clock
+            value, _ = pipe.execute()
+        except redis.RedisError as exc:
+            self.stats.error(key, "write-error")
+            log.warning("cache counter unavailable: %s", type(exc).__name__)
+            return None
+        return int(value)
 
     def healthy(self) -> bool:
         try:

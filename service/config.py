@@ -289,6 +289,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("badges", "true", _bool, "Serve GET /v1/badge (public, no token)."),
     Setting(
+        "rate_limit_per_minute",
+        "0",
+        _int(0, 1_000_000),
+        "Verifications (images) a tenant, or a client address without auth, may ask for per "
+        "minute, counted in Redis across pods; 0 turns the limit off.",
+    ),
+    Setting(
         "verdict_ttl",
         "300",
         _float(0, 86400),
@@ -337,6 +344,7 @@ class Settings:
     api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_tokens_file: Path | None = None
     badges: bool = True
+    rate_limit_per_minute: int = 0
     verdict_ttl: float = 300.0
 
     @classmethod

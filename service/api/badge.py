@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 from flask import Blueprint, Response, jsonify, request
 
 from service.api.errors import ApiProblem, operational_problem
+from service.api.ratelimit import charge
 from service.registry import RegistryError, parse_reference
 from service.state import services
 from service.verification import UpstreamError
@@ -114,6 +115,7 @@ def badge() -> Response:
     if named is None:
         raise ApiProblem(404, "Not Found", f"no policy named {name!r}", kind="policy-not-found")
     max_age = int(min(svc.settings.verdict_ttl, 300))
+    charge()
     try:
         found = svc.verifier.verify(parse_reference(image), named.policy, policy_name=name)
         shown = badge_for(found.verdict, max_age)

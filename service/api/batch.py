@@ -6,6 +6,7 @@ one. One bad image never fails the others; the batch is `verified` only when eve
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from service.api.errors import operational_problem, problem_body
+from service.api.ratelimit import charge
 from service.api.schemas import BatchRequestSchema
 from service.api.verify import ChosenPolicy, choose_policy, load_body
 from service.registry import parse_reference
@@ -35,10 +37,15 @@ def verify_batch() -> Response:
         chosen = choose_policy(item, f"images.{i}.") if own else shared
         assert chosen is not None  # the schema refuses an image without one
         jobs.append((item["image"], chosen))
+    charge(len(jobs))
     workers = min(svc.settings.batch_concurrency, len(jobs))
     path = request.path  # the request context does not reach the pool's threads
+    # Each job runs in a copy of this context, so its spans are children of the request's.
+    contexts = [contextvars.copy_context() for _ in jobs]
     with ThreadPoolExecutor(workers, thread_name_prefix="batch") as pool:
-        results = list(pool.map(lambda job: _one(svc, job[0], job[1], path), jobs))
+        results = list(
+            pool.map(lambda ctx, job: ctx.run(_one, svc, job[0], job[1], path), contexts, jobs)
+        )
     verified = all(r.get("verdict", {}).get("verified") is True for r in results)
     # What a gate acts on: every image verified, or its failure is only audited.
     passed = all(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from service.api.ratelimit import charge
 from service.api.schemas import VerifyBundleRequestSchema
 from service.api.verify import choose_policy, load_body
 from service.state import services
@@ -16,6 +17,7 @@ bp = Blueprint("bundle", __name__, url_prefix="/v1")
 def verify_bundle() -> Response:
     body = load_body(VerifyBundleRequestSchema())
     chosen = choose_policy(body)
+    charge()
     result = services().verifier.verify_artifact(
         body["bundle"], body["artifactDigest"], chosen.policy, policy_name=chosen.name
     )

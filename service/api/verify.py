@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError
 from service import core
 from service.api.auth import current_tenant
 from service.api.errors import ApiProblem
+from service.api.ratelimit import charge
 from service.api.schemas import VerifyRequestSchema
 from service.policies import Mode
 from service.registry import parse_reference
@@ -124,6 +125,7 @@ def choose_policy(item: dict[str, Any], prefix: str = "") -> ChosenPolicy:
 def verify() -> Response:
     body = load_body(VerifyRequestSchema())
     chosen = choose_policy(body)
+    charge()
     result = services().verifier.verify(
         parse_reference(body["image"]), chosen.policy, policy_name=chosen.name
     )

@@ -86,3 +86,19 @@ def test_make_cache_picks_redis_when_configured(redis_server: RedisServer) -> No
     assert isinstance(make_cache(redis_server.url), RedisCache)
     for unset in (None, ""):
         assert isinstance(make_cache(unset), MemoryCache)
+
+
+def test_counters_in_redis_and_in_memory(redis_server: RedisServer) -> None:
+    """`incr` counts atomically and starts the counter's life at the first increment."""
+    now = [0.0]
+    memory = MemoryCache(clock=lambda: now[0])
+    prefix = f"incr-{time.monotonic_ns()}:"
+    shared = RedisCache(redis_server.url, prefix=prefix)
+    for cache in (memory, shared):
+        assert cache.incr("n", 2, 60) == 2
+        assert cache.incr("n", 3, 60) == 5
+    now[0] = 61.0
+    assert memory.incr("n", 1, 60) == 1  # expired, a new window
+    ttl = redis.Redis.from_url(redis_server.url).ttl(prefix + "n")
+    assert isinstance(ttl, int) and 0 < ttl <= 60
+    assert RedisCache("redis://127.0.0.1:1/0", timeout=0.2).incr("n", 1, 60) is None
