@@ -56,9 +56,18 @@ class IdentitySchema(_Strict):
     )
 
 
+class _StrictBoolean(fields.Boolean):
+    """JSON `true` or `false` only: marshmallow's Boolean also reads 1, "yes" or "on" as true."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class TransparencyLogSchema(_Strict):
-    required = fields.Boolean()
-    allowInclusionPromise = fields.Boolean()
+    required = _StrictBoolean()
+    allowInclusionPromise = _StrictBoolean()
 
 
 class PolicySchema(IdentitySchema):
