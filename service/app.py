@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response
 
 from service.api import (
+    admission,
     badge,
     batch,
     bundle,
@@ -71,6 +72,7 @@ def build_services(settings: Settings) -> Services:
         policies = PolicyStore(settings.policy_file, max_regexp_length=settings.max_regexp_length)
     except (OSError, PolicyFileError) as exc:
         raise SettingsError(f"{PREFIX}POLICY_FILE={str(settings.policy_file)!r}: {exc}") from None
+    admission.check_policy(settings, policies)
     return Services(
         settings=settings,
         cache=cache,
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(verify.bp)
     app.register_blueprint(bundle.bp)
     app.register_blueprint(batch.bp)
+    app.register_blueprint(admission.bp)
     app.register_blueprint(policies.bp)
     app.register_blueprint(badge.bp)
     app.register_blueprint(docs.bp)

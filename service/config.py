@@ -127,6 +127,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Address gunicorn listens on (use 0.0.0.0:8080 in a container).",
     ),
     Setting(
+        "tls_cert_file",
+        "",
+        _opt_path,
+        "PEM certificate (chain) gunicorn serves HTTPS with; set with SIGVERIFY_TLS_KEY_FILE.",
+    ),
+    Setting(
+        "tls_key_file",
+        "",
+        _opt_path,
+        "PEM private key of SIGVERIFY_TLS_CERT_FILE; both or neither (neither: plain HTTP).",
+    ),
+    Setting(
         "workers", "2", _int(1, 64), "gunicorn worker processes (one per core is a good start)."
     ),
     Setting(
@@ -276,6 +288,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Accept policies inline in requests (false: only named policies).",
     ),
     Setting(
+        "admission_policy",
+        "",
+        _opt_str,
+        "Named policy (in SIGVERIFY_POLICY_FILE) POST /v1/admission applies; empty: no webhook.",
+    ),
+    Setting(
+        "admission_exempt_namespaces",
+        "kube-system",
+        _list,
+        "Namespaces (comma-separated) whose admission reviews are allowed without verification.",
+    ),
+    Setting(
         "api_tokens",
         "",
         _tokens,
@@ -309,6 +333,8 @@ class Settings:
     """The service's configuration; build it with `Settings.from_env()` or directly in tests."""
 
     bind: str = "127.0.0.1:8080"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     workers: int = 2
     threads: int = 4
     data_dir: Path = Path("./var")
@@ -341,6 +367,8 @@ class Settings:
     batch_concurrency: int = 4
     policy_file: Path | None = None
     inline_policies: bool = True
+    admission_policy: str | None = None
+    admission_exempt_namespaces: tuple[str, ...] = ("kube-system",)
     api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_tokens_file: Path | None = None
     badges: bool = True
@@ -378,10 +406,21 @@ class Settings:
             "docker_config",
             "policy_file",
             "api_tokens_file",
+            "tls_cert_file",
+            "tls_key_file",
         ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingsError(f"{PREFIX}{name.upper()}={str(path)!r}: no such file")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError(
+                f"{PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE: set both (HTTPS) or neither"
+            )
+        if self.admission_policy is not None and self.policy_file is None:
+            raise SettingsError(
+                f"{PREFIX}ADMISSION_POLICY={self.admission_policy!r} names a policy in "
+                f"{PREFIX}POLICY_FILE, which is not set"
+            )
 
 
 assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], (

@@ -18,6 +18,9 @@ from service.config import Settings
 _settings = Settings.from_env()
 
 bind = _settings.bind
+# HTTPS when both are set (Settings checks both or neither): the API server calls webhooks so.
+certfile = str(_settings.tls_cert_file) if _settings.tls_cert_file else None
+keyfile = str(_settings.tls_key_file) if _settings.tls_key_file else None
 workers = _settings.workers
 threads = _settings.threads
 loglevel = _settings.log_level.lower()
@@ -25,6 +28,9 @@ worker_class = "gthread"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
+# A badge URL carries a whole image reference (up to 512 characters, percent-encoded up to three
+# times that): room for it, still far below what would let a request line burn memory.
+limit_request_line = 8190
 max_requests = 2000
 max_requests_jitter = 200
 accesslog = "-"

@@ -18,12 +18,16 @@ from flask import g, request
 
 from service.api.errors import ApiProblem
 from service.config import PREFIX, Settings, SettingsError
+from service.state import services
 
 # Reachable without a token: liveness, readiness, the contract, public keys and badges.
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/version", "/openapi.yaml", "/docs", "/metrics", "/v1/keys"}
 )
 PUBLIC_PREFIXES = ("/v1/badge", "/docs/")
+# Public only while SIGVERIFY_ADMISSION_POLICY is set: the Kubernetes API server calls webhooks
+# without our tokens; the NetworkPolicy (who may connect) and TLS protect it instead.
+ADMISSION_PATH = "/v1/admission"
 AUTH_OFF_WARNING = (
     f"no API tokens configured ({PREFIX}API_TOKENS, {PREFIX}API_TOKENS_FILE): every caller may "
     "use every policy"
@@ -80,14 +84,18 @@ def load_tokens(settings: Settings) -> Tokens:
     return Tokens(tuple(seen.items()))
 
 
-def is_public(path: str) -> bool:
+def is_public(path: str, *, admission: bool = False) -> bool:
+    """Whether `path` needs no token; the admission webhook only when `admission` is configured."""
+    if admission and path == ADMISSION_PATH:
+        return True
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def authenticate(tokens: Tokens) -> None:
     """Before every request: set `g.tenant` (None when auth is off), or answer 401."""
     g.tenant = None
-    if not tokens.enabled or is_public(request.path):
+    admission = services().settings.admission_policy is not None
+    if not tokens.enabled or is_public(request.path, admission=admission):
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     tenant = tokens.tenant(token.strip()) if scheme.lower() == "bearer" and token else None

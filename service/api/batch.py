@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,14 +39,7 @@ def verify_batch() -> Response:
         assert chosen is not None  # the schema refuses an image without one
         jobs.append((item["image"], chosen))
     charge(len(jobs))
-    workers = min(svc.settings.batch_concurrency, len(jobs))
-    path = request.path  # the request context does not reach the pool's threads
-    # Each job runs in a copy of this context, so its spans are children of the request's.
-    contexts = [contextvars.copy_context() for _ in jobs]
-    with ThreadPoolExecutor(workers, thread_name_prefix="batch") as pool:
-        results = list(
-            pool.map(lambda ctx, job: ctx.run(_one, svc, job[0], job[1], path), contexts, jobs)
-        )
+    results = verify_all(svc, jobs)
     verified = all(r.get("verdict", {}).get("verified") is True for r in results)
     # What a gate acts on: every image verified, or its failure is only audited.
     passed = all(
@@ -54,6 +48,23 @@ def verify_batch() -> Response:
         for r in results
     )
     return jsonify(verified=verified, passed=passed, results=results)
+
+
+def verify_all(svc: Services, jobs: Sequence[tuple[str, ChosenPolicy]]) -> list[dict[str, Any]]:
+    """Each (image, policy) job's result, in order, verified concurrently within
+    SIGVERIFY_BATCH_CONCURRENCY: `{image, status, verdict}` or `{image, status, problem}`.
+
+    Never raises for one image's failure; call it from a request (batch, admission)."""
+    if not jobs:
+        return []
+    workers = min(svc.settings.batch_concurrency, len(jobs))
+    path = request.path  # the request context does not reach the pool's threads
+    # Each job runs in a copy of this context, so its spans are children of the request's.
+    contexts = [contextvars.copy_context() for _ in jobs]
+    with ThreadPoolExecutor(workers, thread_name_prefix="batch") as pool:
+        return list(
+            pool.map(lambda ctx, job: ctx.run(_one, svc, job[0], job[1], path), contexts, jobs)
+        )
 
 
 def _one(svc: Services, image: str, chosen: ChosenPolicy, path: str) -> dict[str, Any]:

@@ -32,13 +32,16 @@ SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 # Settings the chart derives from what it mounts and deploys; values.config may not set them.
 CHART_MANAGED = {"bind", "data_dir", "redis_url", "signing_key_file", "docker_config",
                  "trust_root_file", "policy_file", "api_tokens_file",
+                 # HTTPS: from admissionWebhook.tls.existingSecret when the webhook is on.
+                 "tls_cert_file", "tls_key_file",
                  # Secrets never go into a ConfigMap: tokens come from apiTokens.existingSecret.
                  "api_tokens", "retired_key_files"}  # fmt: skip
 # Variables that are not sigverify settings but that the chart may set.
 OTHER_ENV = {"REDIS_PASSWORD", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
 FILE_SETTINGS = {"SIGVERIFY_SIGNING_KEY_FILE", "SIGVERIFY_DOCKER_CONFIG",
                  "SIGVERIFY_TRUST_ROOT_FILE", "SIGVERIFY_POLICY_FILE",
-                 "SIGVERIFY_API_TOKENS_FILE"}  # fmt: skip
+                 "SIGVERIFY_API_TOKENS_FILE", "SIGVERIFY_TLS_CERT_FILE",
+                 "SIGVERIFY_TLS_KEY_FILE"}  # fmt: skip
 
 
 def _values(case: str) -> list[Path]:

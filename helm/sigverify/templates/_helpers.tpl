@@ -109,6 +109,8 @@ Where the pods mount what the chart gives them. The SIGVERIFY_* file settings po
 {{- define "sigverify.paths.trustRoot" -}}/etc/sigverify/trust-root/trusted_root.json{{- end }}
 {{- define "sigverify.paths.policies" -}}/etc/sigverify/policies/policies.yaml{{- end }}
 {{- define "sigverify.paths.apiTokens" -}}/etc/sigverify/api-tokens{{- end }}
+{{- define "sigverify.paths.tlsCert" -}}/etc/sigverify/tls-cert/tls.crt{{- end }}
+{{- define "sigverify.paths.tlsKey" -}}/etc/sigverify/tls-key/tls.key{{- end }}
 
 {{/*
 Refuse contradictory values early, with the value named.
@@ -125,6 +127,20 @@ Refuse contradictory values early, with the value named.
 {{- end }}
 {{- if and .Values.admissionWebhook.enabled (not .Values.admissionWebhook.caBundle) (not (hasKey .Values.admissionWebhook.annotations "cert-manager.io/inject-ca-from")) }}
 {{- fail "admissionWebhook.enabled needs admissionWebhook.caBundle (or a cert-manager.io/inject-ca-from annotation): the API server only calls webhooks over TLS" }}
+{{- end }}
+{{- if and .Values.admissionWebhook.enabled (not .Values.admissionWebhook.tls.existingSecret) }}
+{{- fail "admissionWebhook.enabled needs admissionWebhook.tls.existingSecret: a kubernetes.io/tls Secret the pods serve HTTPS with" }}
+{{- end }}
+{{- if and .Values.admissionWebhook.enabled (not .Values.config.admission_policy) }}
+{{- fail "admissionWebhook.enabled needs config.admission_policy: the name of one of `policies`" }}
+{{- end }}
+{{- with .Values.config.admission_policy }}
+{{- $name := . }}
+{{- $found := false }}
+{{- range $.Values.policies }}{{ if eq .name $name }}{{ $found = true }}{{ end }}{{ end }}
+{{- if not $found }}
+{{- fail (printf "config.admission_policy=%s is not the name of one of `policies`" $name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,266 @@
+"""`POST /v1/admission`: a Kubernetes validating admission webhook (AdmissionReview v1).
+
+The API server sends a review of a Pod, or of a workload with a pod template (Deployment,
+StatefulSet, DaemonSet, ReplicaSet, Job, CronJob). Every image of its containers, init containers
+and ephemeral containers is verified, concurrently (the batch machinery), against the named
+policy in `SIGVERIFY_ADMISSION_POLICY`, and the policy's mode decides:
+
+- `enforce`: an image that fails, or that cannot be verified now (registry or Rekor down), denies
+  the object (fail closed); `status.message` names each such image and its first reason.
+- `audit`: the object is allowed, with one warning per such image (kubectl shows them).
+
+A well-formed review is always answered HTTP 200 with `response.uid` echoing `request.uid` (the
+protocol); dry runs are handled alike. A malformed review is a 400 problem naming the field.
+
+The API server sends no bearer token: while admission is configured the path is public
+(`service.api.auth`); the NetworkPolicy (who may connect) and TLS (`SIGVERIFY_TLS_CERT_FILE`,
+the API server checking the certificate against the webhook's caBundle) protect it. Admission
+reviews are not charged to a rate limit: the API server is one caller for every namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from service.api.batch import verify_all
+from service.api.errors import ApiProblem
+from service.api.verify import ChosenPolicy
+from service.config import PREFIX, Settings, SettingsError
+from service.policies import Mode, PolicyStore
+from service.state import services
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("admission", __name__, url_prefix="/v1")
+
+API_VERSION = "admission.k8s.io/v1"
+# Kubernetes objects are at most ~1.5 MiB; an UPDATE carries the old object too.
+MAX_REVIEW_BYTES = 4 << 20
+# The API server may truncate longer warnings; keep each one readable on a terminal.
+MAX_WARNING_CHARS = 256
+MAX_REASON_CHARS = 300
+DENIED_CODE = 403
+
+# (API group, kind) -> where its pod spec is.
+POD_SPECS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "Pod"): ("spec",),
+    ("apps", "Deployment"): ("spec", "template", "spec"),
+    ("apps", "StatefulSet"): ("spec", "template", "spec"),
+    ("apps", "DaemonSet"): ("spec", "template", "spec"),
+    ("apps", "ReplicaSet"): ("spec", "template", "spec"),
+    ("batch", "Job"): ("spec", "template", "spec"),
+    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+# Operations with nothing to verify: the object goes away, or is only connected to.
+UNCHECKED_OPERATIONS = frozenset({"DELETE", "CONNECT"})
+OPERATIONS = frozenset({"CREATE", "UPDATE"}) | UNCHECKED_OPERATIONS
+
+
+class ReviewError(ValueError):
+    """A malformed AdmissionReview; `field` is the path of the bad field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the webhook needs from an AdmissionReview request."""
+
+    uid: str
+    operation: str
+    namespace: str | None
+    kind: str | None  # None for an operation that is not checked
+    name: str | None
+    images: tuple[str, ...]  # unique, in the order they appear
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that did not pass: why, and whether it was an outage rather than a verdict."""
+
+    image: str
+    reason: str
+    operational: bool
+
+
+def _mapping(value: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ReviewError(field, "expected an object")
+    return value
+
+
+def _optional_str(value: Any, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ReviewError(field, "expected a string")
+    return value
+
+
+def pod_images(group: str, kind: str, obj: Any, where: str = "request.object") -> tuple[str, ...]:
+    """Every image of `obj`'s pod spec (containers, init and ephemeral containers), unique, in
+    order. A container without an image (allowed in templates) is skipped."""
+    path = POD_SPECS.get((group, kind))
+    if path is None:
+        supported = ", ".join(k for _, k in POD_SPECS)
+        raise ReviewError("request.kind", f"{kind!r} in group {group!r} is not one of {supported}")
+    node = _mapping(obj, where)
+    for step in path:
+        where = f"{where}.{step}"
+        node = _mapping(node.get(step), where)
+    images: dict[str, None] = {}
+    for list_name in CONTAINER_LISTS:
+        containers = node.get(list_name)
+        if containers is None:
+            continue
+        if not isinstance(containers, list):
+            raise ReviewError(f"{where}.{list_name}", "expected a list")
+        for index, container in enumerate(containers):
+            at = f"{where}.{list_name}.{index}"
+            image = _optional_str(_mapping(container, at).get("image"), f"{at}.image")
+            if image is not None:
+                images.setdefault(image.strip())
+    return tuple(images)
+
+
+def parse_review(body: Any) -> Review:
+    """The review's uid, operation, namespace and images; `ReviewError` names a bad field."""
+    review = _mapping(body, "body")
+    if review.get("apiVersion") != API_VERSION:
+        raise ReviewError("apiVersion", f"expected {API_VERSION}")
+    if review.get("kind") != "AdmissionReview":
+        raise ReviewError("kind", "expected AdmissionReview")
+    req = _mapping(review.get("request"), "request")
+    uid = req.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise ReviewError("request.uid", "expected a non-empty string")
+    operation = req.get("operation")
+    # isinstance first: a list or an object is not hashable, and `in` a frozenset would raise.
+    if not isinstance(operation, str) or operation not in OPERATIONS:
+        raise ReviewError("request.operation", "expected " + ", ".join(sorted(OPERATIONS)))
+    namespace = _optional_str(req.get("namespace"), "request.namespace")
+    name = _optional_str(req.get("name"), "request.name")
+    if operation in UNCHECKED_OPERATIONS:
+        return Review(uid, operation, namespace, None, name, ())
+    gvk = _mapping(req.get("kind"), "request.kind")
+    group, kind = gvk.get("group", ""), gvk.get("kind")
+    if not isinstance(group, str):
+        raise ReviewError("request.kind.group", "expected a string")
+    if not isinstance(kind, str) or not kind:
+        raise ReviewError("request.kind.kind", "expected a non-empty string")
+    images = pod_images(group, kind, req.get("object"))
+    return Review(uid, operation, namespace, kind, name, images)
+
+
+def failure_of(result: Mapping[str, Any]) -> Failure | None:
+    """A batch result as an admission failure: None when the image verified."""
+    image = str(result["image"])
+    verdict = result.get("verdict")
+    if verdict is not None:
+        if verdict.get("verified") is True:
+            return None
+        reasons = verdict.get("reasons") or ["not verified"]
+        return Failure(image, _clip(str(reasons[0]), MAX_REASON_CHARS), operational=False)
+    problem = result.get("problem") or {}
+    detail = str(problem.get("detail") or "verification failed")
+    reason = _clip(f"cannot be verified now: {detail}", MAX_REASON_CHARS)
+    return Failure(image, reason, operational=True)
+
+
+def decide(
+    uid: str, policy: str, mode: Mode, total: int, failures: Sequence[Failure]
+) -> dict[str, Any]:
+    """The AdmissionResponse: allowed when nothing failed; else denied (enforce) with every
+    failed image in `status.message`, or allowed (audit) with a warning for each."""
+    if not failures:
+        return {"uid": uid, "allowed": True}
+    if mode == "enforce":
+        listed = "; ".join(f"{f.image}: {f.reason}" for f in failures)
+        message = (
+            f"sigverify policy {policy!r} denied {len(failures)} of {total} image(s): {listed}"
+        )
+        return {"uid": uid, "allowed": False, "status": {"code": DENIED_CODE, "message": message}}
+    warnings = [
+        _clip(f"sigverify (audit, policy {policy}): {f.image}: {f.reason}", MAX_WARNING_CHARS)
+        for f in failures
+    ]
+    return {"uid": uid, "allowed": True, "warnings": warnings}
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def check_policy(settings: Settings, policies: PolicyStore) -> None:
+    """At start: the admission policy, when set, is one the policy file defines."""
+    name = settings.admission_policy
+    if name is not None and policies.get(name) is None:
+        raise SettingsError(
+            f"{PREFIX}ADMISSION_POLICY={name!r}: no such policy in "
+            f"{PREFIX}POLICY_FILE={str(settings.policy_file)!r}"
+        )
+
+
+def _answer(response: dict[str, Any]) -> Response:
+    return jsonify(apiVersion=API_VERSION, kind="AdmissionReview", response=response)
+
+
+@bp.post("/admission")
+def admission() -> Response:
+    svc = services()
+    name = svc.settings.admission_policy
+    if name is None:
+        raise ApiProblem(
+            404,
+            "Not Found",
+            f"admission is not configured: set {PREFIX}ADMISSION_POLICY to a named policy",
+            kind="admission-not-configured",
+        )
+    # A Pod with many containers is larger than a verification request.
+    request.max_content_length = max(svc.settings.max_body_bytes, MAX_REVIEW_BYTES)
+    try:
+        review = parse_review(request.get_json(silent=True))
+    except ReviewError as exc:
+        raise ApiProblem(
+            400,
+            "Bad Request",
+            f"not an AdmissionReview {API_VERSION}: {exc}",
+            kind="invalid-request",
+            errors={exc.field: [exc.message]},
+        ) from None
+    exempt = review.namespace in svc.settings.admission_exempt_namespaces
+    if exempt or not review.images:
+        return _answer({"uid": review.uid, "allowed": True})
+    named = svc.policies.get(name)
+    if named is None:  # the file changed since the start: fail closed
+        message = f"sigverify: the admission policy {name!r} is no longer in the policy file"
+        log.error("admission %s denied: %s", review.uid, message)
+        return _answer(
+            {"uid": review.uid, "allowed": False, "status": {"code": 500, "message": message}}
+        )
+    chosen = ChosenPolicy(named.policy, named.name, named.mode)
+    results = verify_all(svc, [(image, chosen) for image in review.images])
+    failures = [f for f in map(failure_of, results) if f is not None]
+    response = decide(review.uid, named.name, named.mode, len(review.images), failures)
+    if failures:
+        log.info(
+            "admission %s of %s %s/%s (%s): %s",
+            review.uid,
+            review.kind,
+            review.namespace or "-",
+            review.name or "-",
+            named.mode,
+            "; ".join(f"{f.image}: {f.reason}" for f in failures),
+        )
+    return _answer(response)

@@ -1,0 +1,86 @@
+"""The chart with the admission webhook on: the pods serve HTTPS from the TLS Secret, everything
+that calls them follows, and the webhook's policy is one the service will find."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from service.policies import parse_policies
+from tests.deploy import helm
+from tests.deploy.helm import CHART, RELEASE
+from tests.deploy.test_chart import _container_env, rendered
+
+CA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+
+
+def test_the_webhook_pods_serve_https_from_the_tls_secret() -> None:
+    r = rendered("webhook")
+    values = yaml.safe_load((CHART / "ci" / "webhook-values.yaml").read_text())
+    secret = values["admissionWebhook"]["tls"]["existingSecret"]
+    env = _container_env(r)
+    assert env["SIGVERIFY_TLS_CERT_FILE"] == "/etc/sigverify/tls-cert/tls.crt"
+    assert env["SIGVERIFY_TLS_KEY_FILE"] == "/etc/sigverify/tls-key/tls.key"
+    volumes = {v["name"]: v["secret"] for v in r.server["spec"]["template"]["spec"]["volumes"]
+               if "secret" in v}  # fmt: skip
+    assert volumes["tls-cert"]["secretName"] == volumes["tls-key"]["secretName"] == secret
+    assert volumes["tls-cert"]["items"] == [{"key": "tls.crt", "path": "tls.crt"}]
+    assert volumes["tls-key"]["items"] == [{"key": "tls.key", "path": "tls.key"}]
+    assert volumes["tls-key"]["defaultMode"] == 0o440
+    container = r.container
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    test_url = r.get("Pod")["spec"]["containers"][0]["command"][-1]
+    assert test_url.startswith(f"https://{RELEASE}:")
+
+
+def test_without_the_webhook_the_pods_serve_plain_http() -> None:
+    r = rendered("defaults")
+    env = _container_env(r)
+    assert "SIGVERIFY_TLS_CERT_FILE" not in env and "SIGVERIFY_ADMISSION_POLICY" not in env
+    assert "scheme" not in r.container["readinessProbe"]["httpGet"]
+    assert not [m for m in r.container["volumeMounts"] if m["name"].startswith("tls-")]
+
+
+@pytest.mark.parametrize("case", ["webhook", "webhook-certmanager"])
+def test_the_webhook_policy_is_in_the_mounted_policy_file(case: str) -> None:
+    r = rendered(case)
+    name = _container_env(r)["SIGVERIFY_ADMISSION_POLICY"]
+    policy_file = r.get("ConfigMap", f"{RELEASE}-policies")["data"]["policies.yaml"]
+    assert name in parse_policies(policy_file.encode(), max_regexp_length=256)
+
+
+def test_webhook_exempt_namespaces_are_passed_as_a_list() -> None:
+    env = _container_env(rendered("webhook"))
+    assert env["SIGVERIFY_ADMISSION_EXEMPT_NAMESPACES"] == "kube-system,kube-public"
+
+
+POLICY = [
+    "policies[0].name=release",
+    "policies[0].tenant=platform",
+    "policies[0].policy.certificateIdentity=a@b.c",
+    "policies[0].policy.certificateOidcIssuer=https://accounts.google.com",
+]
+WEBHOOK = ["admissionWebhook.enabled=true", f"admissionWebhook.caBundle={CA}"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        ([*WEBHOOK, *POLICY, "config.admission_policy=release"],
+         "needs admissionWebhook.tls.existingSecret"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls"],
+         "needs config.admission_policy"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+          "config.admission_policy=other"], "admission_policy=other is not the name"),
+        (["config.admission_policy=release"], "admission_policy=release is not the name"),
+    ],
+)  # fmt: skip
+def test_incomplete_webhook_values_are_refused(sets: list[str], expected: str) -> None:
+    assert expected in helm.template_error(sets=sets)
+
+
+def test_complete_webhook_values_render() -> None:
+    sets = [*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+            "config.admission_policy=release"]  # fmt: skip
+    assert helm.template(sets=sets).has("ValidatingWebhookConfiguration")

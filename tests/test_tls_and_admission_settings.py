@@ -1,0 +1,101 @@
+"""The TLS and admission settings: both TLS files or neither, existing files, the admission
+policy needing a policy file, and gunicorn serving HTTPS from them."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import types
+from pathlib import Path
+
+import pytest
+from gunicorn.config import Config
+
+import service.gunicorn_conf
+from service.config import Settings, SettingsError
+
+
+@pytest.fixture
+def pem_files(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_text("cert")
+    key.write_text("key")
+    return cert, key
+
+
+def test_tls_files_are_read(pem_files: tuple[Path, Path]) -> None:
+    cert, key = pem_files
+    env = {"SIGVERIFY_TLS_CERT_FILE": str(cert), "SIGVERIFY_TLS_KEY_FILE": str(key)}
+    settings = Settings.from_env(env)
+    assert (settings.tls_cert_file, settings.tls_key_file) == (cert, key)
+    assert Settings.from_env({}).tls_cert_file is None
+
+
+@pytest.mark.parametrize("given", ["SIGVERIFY_TLS_CERT_FILE", "SIGVERIFY_TLS_KEY_FILE"])
+def test_one_tls_file_without_the_other_is_refused(
+    pem_files: tuple[Path, Path], given: str
+) -> None:
+    with pytest.raises(SettingsError, match=r"set both .* or neither"):
+        Settings.from_env({given: str(pem_files[0])})
+
+
+@pytest.mark.parametrize("missing", ["SIGVERIFY_TLS_CERT_FILE", "SIGVERIFY_TLS_KEY_FILE"])
+def test_a_missing_tls_file_is_named(
+    pem_files: tuple[Path, Path], tmp_path: Path, missing: str
+) -> None:
+    cert, key = pem_files
+    env = {"SIGVERIFY_TLS_CERT_FILE": str(cert), "SIGVERIFY_TLS_KEY_FILE": str(key)}
+    env[missing] = str(tmp_path / "absent.pem")
+    with pytest.raises(SettingsError, match=re.escape(missing) + ".*no such file"):
+        Settings.from_env(env)
+
+
+def test_admission_settings(tmp_path: Path) -> None:
+    assert Settings.from_env({}).admission_policy is None
+    assert Settings.from_env({}).admission_exempt_namespaces == ("kube-system",)
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text("policies: []")
+    settings = Settings.from_env(
+        {
+            "SIGVERIFY_POLICY_FILE": str(policy_file),
+            "SIGVERIFY_ADMISSION_POLICY": "release",
+            "SIGVERIFY_ADMISSION_EXEMPT_NAMESPACES": "kube-system, infra",
+        }
+    )
+    assert settings.admission_policy == "release"
+    assert settings.admission_exempt_namespaces == ("kube-system", "infra")
+    assert (
+        Settings.from_env({"SIGVERIFY_ADMISSION_EXEMPT_NAMESPACES": ""}).admission_exempt_namespaces
+        == ()
+    )
+
+
+def test_an_admission_policy_needs_a_policy_file() -> None:
+    with pytest.raises(SettingsError, match=r"SIGVERIFY_ADMISSION_POLICY=.release.*POLICY_FILE"):
+        Settings.from_env({"SIGVERIFY_ADMISSION_POLICY": "release"})
+
+
+def _ssl(conf: types.ModuleType) -> bool:
+    """Whether gunicorn, configured from `conf`, serves HTTPS."""
+    cfg = Config()
+    cfg.set("certfile", conf.certfile)
+    cfg.set("keyfile", conf.keyfile)
+    return bool(cfg.is_ssl)
+
+
+def test_gunicorn_serves_https_only_with_tls_files(
+    monkeypatch: pytest.MonkeyPatch, pem_files: tuple[Path, Path]
+) -> None:
+    try:
+        plain = importlib.reload(service.gunicorn_conf)
+        assert (plain.certfile, plain.keyfile) == (None, None)
+        assert _ssl(plain) is False
+        cert, key = pem_files
+        monkeypatch.setenv("SIGVERIFY_TLS_CERT_FILE", str(cert))
+        monkeypatch.setenv("SIGVERIFY_TLS_KEY_FILE", str(key))
+        tls = importlib.reload(service.gunicorn_conf)
+        assert (tls.certfile, tls.keyfile) == (str(cert), str(key))
+        assert _ssl(tls) is True
+    finally:
+        monkeypatch.undo()
+        importlib.reload(service.gunicorn_conf)
