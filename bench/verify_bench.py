@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="an extra setting"
+    )
     args = parser.parse_args()
     rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,6 +78,7 @@ def main() -> None:
                 "SIGVERIFY_INSECURE_REGISTRIES": registry.host,
                 "SIGVERIFY_ALLOW_LOOPBACK": "true",
                 "SIGVERIFY_LOG_LEVEL": "WARNING",
+                **dict(item.split("=", 1) for item in args.set),
             }
             with sigstore.registry_signer(registry.url) as signer:
                 images = [signer.image(f"bench/app{i}") for i in range(args.images)]

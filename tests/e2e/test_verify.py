@@ -6,10 +6,13 @@ a reason that names the broken check, when one part is wrong.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +215,71 @@ def test_a_proof_that_does_not_match_the_checkpoint_is_refused(
     verdict = verify(service, image.reference, POLICY)
     assert verdict["verified"] is False
     assert "transparency-log" in failed_checks(verdict)
+
+
+def test_a_flipped_signature_byte_is_refused(
+    service: CheckedClient, registry_signer: RegistrySigner
+) -> None:
+    image = registry_signer.image("e2e/flipped")
+    layer = registry_signer.signer.cosign_signature(image.digest, reference=image.name)
+    raw = bytearray(base64.b64decode(layer.annotations[artifacts.SIGNATURE_ANNOTATION]))
+    raw[len(raw) // 2] ^= 0x01
+    annotations = {
+        **layer.annotations,
+        artifacts.SIGNATURE_ANNOTATION: base64.b64encode(bytes(raw)).decode(),
+    }
+    registry_signer.attach(image, "sig", replace(layer, annotations=annotations))
+    verdict = verify(service, image.reference, POLICY)
+    assert verdict["verified"] is False
+    assert "signature" in failed_checks(verdict)
+
+
+def test_a_signature_copied_onto_another_image_is_refused(
+    service: CheckedClient, registry_signer: RegistrySigner
+) -> None:
+    signed = registry_signer.image("e2e/copied")
+    registry_signer.sign(signed)
+    target = registry_signer.image("e2e/copied", tag="target")
+    pusher = registry_signer.pusher
+    manifest = pusher.get_manifest(signed.repository, signed.tag_for("sig"))
+    assert manifest.status_code == 200
+    content_type = manifest.headers["content-type"]
+    pusher.manifest(target.repository, target.tag_for("sig"), manifest.content, content_type)
+    verdict = verify(service, target.reference, POLICY)
+    assert verdict["verified"] is False
+    assert signed.digest in failed_checks(verdict)["image-digest"]
+
+
+def test_a_certificate_expired_at_signing_time_is_refused(
+    service: CheckedClient, registry_signer: RegistrySigner, fresh_rekor: LocalSigstore
+) -> None:
+    """Signed (and logged) after the ten minutes its certificate was valid for."""
+    image = registry_signer.image("e2e/expired")
+    issued = fresh_rekor.clock() - timedelta(hours=1)
+    identity = registry_signer.signer.identity(IDENTITY, not_before=issued)
+    registry_signer.sign(image, identity=identity)
+    verdict = verify(service, image.reference, POLICY)
+    assert verdict["verified"] is False
+    assert any("certificate" in name for name in failed_checks(verdict)), failed_checks(verdict)
+
+
+def test_identity_regexp_mismatch_is_refused(
+    service: CheckedClient, registry_signer: RegistrySigner
+) -> None:
+    image = registry_signer.image("e2e/regexp")
+    registry_signer.sign(image)
+    good = {
+        "certificateIdentityRegexp": r"^https://github\.com/acme/",
+        "certificateOidcIssuer": ACTIONS,
+    }
+    assert verify(service, image.reference, good)["verified"] is True
+    bad = {**good, "certificateIdentityRegexp": r"^https://github\.com/acme/other/"}
+    refused = verify(service, image.reference, bad)
+    assert refused["verified"] is False
+    assert any(IDENTITY in r for r in refused["reasons"]), refused["reasons"]
+    issuer = {**good, "certificateOidcIssuerRegexp": "^https://accounts\\.google\\.com$"}
+    del issuer["certificateOidcIssuer"]
+    assert verify(service, image.reference, issuer)["verified"] is False
 
 
 def test_signers_of_one_payload_each_find_their_own_log_entry(
