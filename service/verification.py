@@ -30,10 +30,12 @@ from service.keys import SigningKey
 from service.registry import (
     Discovery,
     ImageReference,
+    Manifest,
     RegistryClient,
     RegistryError,
     ResolvedImage,
     discover,
+    verify_digest,
 )
 from service.telemetry import Telemetry, verdict_reason
 from service.tlog import RekorClient, TlogError, TlogTimeout, TlogUnavailable
@@ -41,6 +43,7 @@ from service.tlog import RekorClient, TlogError, TlogTimeout, TlogUnavailable
 log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
+MANIFEST_TTL = 7 * 24 * 3600.0  # manifests by digest never change
 DEGRADED_TTL = 30.0  # seconds a verdict resting on a SET during a Rekor outage stays cached
 _P = ParamSpec("_P")
 
@@ -159,9 +162,7 @@ class VerificationService:
         """
         # (2): tags move, so the digest is resolved on every request; everything after is keyed
         # by content.
-        resolved = self._telemetry.timed(
-            "registry.resolve", lambda: self._registry.resolve(reference)
-        )
+        resolved = self._telemetry.timed("registry.resolve", lambda: self._resolve(reference))
         key = self._verdict_key(resolved, policy, policy_name)
         cached = True
         raw = None
@@ -262,6 +263,30 @@ class VerificationService:
             ttl = self._verdict_ttl if outage is None else min(self._verdict_ttl, DEGRADED_TTL)
             self._telemetry.timed("verdict_cache.set", lambda: self._cache.set(key, raw, ttl))
         return raw
+
+    def _resolve(self, reference: ImageReference) -> ResolvedImage:
+        """`reference` resolved; a digest reference's manifest may come from the cache.
+
+        Manifests are content-addressed, so a cached one is as good as a fetched one once its
+        bytes hash to the digest again (the cache is not trusted). Tags are always asked.
+        """
+        key = f"manifest:{reference.registry}/{reference.repository}@{reference.digest}"
+        if reference.digest is not None:
+            raw = self._cache.get(key)
+            if raw is not None:
+                media_type, _, data = raw.partition(b"\n")
+                try:
+                    verify_digest(data, reference.digest, f"cached manifest {reference.digest}")
+                    manifest = Manifest.parse(data, reference.digest, media_type.decode() or None)
+                    return ResolvedImage.of(reference, manifest)
+                except (RegistryError, UnicodeDecodeError) as exc:
+                    log.warning("cached manifest refused, fetching it again: %s", exc)
+        resolved = self._registry.resolve(reference)
+        if resolved.manifest is not None:
+            digest_key = f"manifest:{reference.registry}/{reference.repository}@{resolved.digest}"
+            value = (resolved.media_type or "").encode() + b"\n" + resolved.manifest.data
+            self._cache.set(digest_key, value, MANIFEST_TTL)
+        return resolved
 
     def _verdict_key(
         self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None

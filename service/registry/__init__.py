@@ -25,7 +25,7 @@ from service.registry.errors import (
     Unavailable,
 )
 from service.registry.guard import AddressPolicy, check_host
-from service.registry.manifest import Descriptor, Manifest
+from service.registry.manifest import Descriptor, Manifest, verify_digest
 from service.registry.reference import ImageReference, parse_reference
 
 __all__ = [
@@ -54,4 +54,5 @@ __all__ = [
     "check_host",
     "discover",
     "parse_reference",
+    "verify_digest",
 ]

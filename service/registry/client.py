@@ -121,6 +121,17 @@ class ResolvedImage:
     def is_index(self) -> bool:
         return self.manifest is not None and self.manifest.is_index
 
+    @classmethod
+    def of(cls, reference: ImageReference, manifest: Manifest) -> ResolvedImage:
+        """`reference` resolved to `manifest` (already checked against its digest)."""
+        return cls(
+            reference=reference,
+            digest=manifest.digest,
+            media_type=manifest.media_type,
+            manifest=manifest,
+            platforms=_platforms(manifest),
+        )
+
     @property
     def pinned(self) -> ImageReference:
         """The reference pinned to the resolved digest."""
@@ -241,13 +252,7 @@ class RegistryClient:
             manifest = (
                 self.get_manifest(ref, digest) if digest is not None else self.get_manifest(ref)
             )
-        return ResolvedImage(
-            reference=ref,
-            digest=manifest.digest,
-            media_type=manifest.media_type,
-            manifest=manifest,
-            platforms=_platforms(manifest),
-        )
+        return ResolvedImage.of(ref, manifest)
 
     def get_manifest(self, image: ImageReference, ref: str | None = None) -> Manifest:
         """The manifest `ref` (a tag or digest; default: the image's) in `image`'s repository."""

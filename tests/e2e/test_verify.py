@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.contract import CheckedClient
 from tests.e2e.conftest import ServiceFactory
-from tests.servers import RedisServer
+from tests.servers import RedisServer, RegistryServer
 from tests.sigstore_local import artifacts
 from tests.sigstore_local.ca import ACTIONS, CertificateAuthority, github_claims
 from tests.sigstore_local.encoding import pem_public
@@ -408,7 +409,11 @@ def test_unsigned_image(service: CheckedClient, registry_signer: RegistrySigner)
 
 
 def test_verdicts_and_rekor_entries_are_cached(
-    service: CheckedClient, registry_signer: RegistrySigner, fresh_rekor: LocalSigstore
+    service: CheckedClient,
+    registry_signer: RegistrySigner,
+    fresh_rekor: LocalSigstore,
+    registry: RegistryServer,
+    redis_server: RedisServer,
 ) -> None:
     image = registry_signer.image("e2e/cache")
     registry_signer.sign(image)
@@ -417,6 +422,16 @@ def test_verdicts_and_rekor_entries_are_cached(
     again = verify(service, image.tag_reference, POLICY)
     assert (first["cached"], again["cached"]) == (False, True)
     assert again["signedVerdict"] == first["signedVerdict"]
+    # A digest reference's manifest and verdict both come from Redis: the registry is not asked.
+    log = registry.workdir / "registry.log"
+    before = log.read_bytes().count(b"response completed")
+    assert verify(service, image.reference, POLICY)["cached"] is True
+    assert log.read_bytes().count(b"response completed") == before
+    # A cached manifest is checked again: garbage under its key is refused and refetched.
+    key = f"sigverify:manifest:{registry.host}/{image.repository}@{image.digest}"
+    redis.Redis.from_url(redis_server.url).set(key, b"application/json\n{}")
+    assert verify(service, image.reference, POLICY)["image"]["digest"] == image.digest
+    assert log.read_bytes().count(b"response completed") > before
     # The cached verdict names the image as this request did.
     assert again["image"]["resolvedFromTag"] is True and first["image"]["resolvedFromTag"] is False
     # Another policy is another verdict, but the log entry comes from Redis, not Rekor.
