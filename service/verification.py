@@ -410,19 +410,14 @@ def _core_inputs(
     out: list[core.CosignSignature | core.CosignAttestation | core.BundleSignature] = []
     for artifact in discovery.artifacts:
         for layer in artifact.layers:
-            if artifact.kind == "cosign-signature":
-                out.append(
-                    core.CosignSignature(
-                        payload=layer.data,
-                        annotations=layer.annotations,
-                        media_type=layer.media_type,
-                        layer_digest=layer.digest,
-                        source=artifact.source,
-                    )
+            if artifact.kind in ("cosign-signature", "cosign-attestation"):
+                kind = (
+                    core.CosignSignature
+                    if artifact.kind == "cosign-signature"
+                    else core.CosignAttestation
                 )
-            elif artifact.kind == "cosign-attestation":
                 out.append(
-                    core.CosignAttestation(
+                    kind(
                         payload=layer.data,
                         annotations=layer.annotations,
                         media_type=layer.media_type,

@@ -9,9 +9,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from service.core import BundleSignature, CosignAttestation, CosignSignature, TrustRoot
+from service.core import (
+    BundleSignature,
+    CosignAttestation,
+    CosignSignature,
+    ImageResult,
+    LogEntry,
+    LogLookup,
+    TrustRoot,
+    policy_from_mapping,
+    verify_image,
+)
+from service.core.inputs import Signature
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "third_party"
 COSIGN_OCI = DATA / "cosign-oci"
@@ -137,4 +151,24 @@ def cosign_bundle() -> BundleSignature:
     data = (COSIGN_BUNDLE / "oci-attestation.sigstore.json").read_bytes()
     return BundleSignature(
         bundle=data, manifest_digest=sha256_digest(data), source="cosign:referrer"
+    )
+
+
+def run(
+    trust: TrustRoot,
+    image: str,
+    signatures: Sequence[Signature],
+    policy: Mapping[str, Any],
+    log_entries: Mapping[LogLookup, LogEntry | None] | None = None,
+    *,
+    now: datetime,
+) -> ImageResult:
+    """`verify_image` as the tests call it: a policy mapping, at most one entry per lookup."""
+    return verify_image(
+        image_digest=image,
+        signatures=signatures,
+        log_entries={k: () if v is None else (v,) for k, v in (log_entries or {}).items()},
+        policy=policy_from_mapping(policy),
+        trust=trust,
+        now=now,
     )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -25,13 +25,10 @@ from service.core import (
     CosignSignature,
     ImageResult,
     LogEntry,
-    LogLookup,
     TrustRoot,
     needed_log_lookups,
-    policy_from_mapping,
-    verify_image,
 )
-from service.core.inputs import Signature
+from tests.core import data
 from tests.core.data import (
     COSIGN_BUNDLE_IMAGE,
     RATIFY,
@@ -78,21 +75,7 @@ def fake() -> FakeSigstore:
     return FakeSigstore()
 
 
-def run(
-    trust: TrustRoot,
-    image: str,
-    signatures: Sequence[Signature],
-    policy: Mapping[str, Any],
-    log_entries: Mapping[LogLookup, LogEntry | None] | None = None,
-) -> ImageResult:
-    return verify_image(
-        image_digest=image,
-        signatures=signatures,
-        log_entries={k: () if v is None else (v,) for k, v in (log_entries or {}).items()},
-        policy=policy_from_mapping(policy),
-        trust=trust,
-        now=NOW,
-    )
+run = functools.partial(data.run, now=NOW)
 
 
 def failed(result: ImageResult) -> dict[str, str]:

@@ -8,9 +8,9 @@ proof, and there is no Rekor here, so they verify on the inclusion promise.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,13 +20,10 @@ from service.core import (
     CosignAttestation,
     ImageResult,
     LogEntry,
-    LogLookup,
     TrustRoot,
     needed_log_lookups,
-    policy_from_mapping,
-    verify_image,
 )
-from service.core.inputs import Signature
+from tests.core import data
 from tests.core.data import (
     CONNAISSEUR,
     CONTAINERS_IMAGE,
@@ -56,21 +53,7 @@ def trust() -> TrustRoot:
     return production_root()
 
 
-def run(
-    trust: TrustRoot,
-    image: str,
-    signatures: Sequence[Signature],
-    policy: Mapping[str, Any],
-    log_entries: Mapping[LogLookup, LogEntry | None] | None = None,
-) -> ImageResult:
-    return verify_image(
-        image_digest=image,
-        signatures=signatures,
-        log_entries={k: () if v is None else (v,) for k, v in (log_entries or {}).items()},
-        policy=policy_from_mapping(policy),
-        trust=trust,
-        now=NOW,
-    )
+run = functools.partial(data.run, now=NOW)
 
 
 def failed_checks(result: ImageResult) -> set[str]:
