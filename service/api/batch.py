@@ -7,22 +7,18 @@ one. One bad image never fails the others; the batch is `verified` only when eve
 from __future__ import annotations
 
 import contextvars
-import logging
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.api.errors import operational_problem, problem_body
+from service.api.errors import operational_problem, unexpected_problem
 from service.api.ratelimit import charge
 from service.api.schemas import BatchRequestSchema
 from service.api.verify import ChosenPolicy, choose_policy, load_body
 from service.registry import parse_reference
 from service.state import Services, services
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("batch", __name__, url_prefix="/v1")
 
@@ -72,14 +68,6 @@ def _one(svc: Services, image: str, chosen: ChosenPolicy, path: str) -> dict[str
     try:
         found = svc.verifier.verify(parse_reference(image), chosen.policy, policy_name=chosen.name)
     except Exception as exc:
-        bad = operational_problem(exc)
-        if bad is not None:
-            return {"image": image, "status": bad.status, "problem": bad.body(path)}
-        incident = uuid.uuid4().hex
-        log.exception("unhandled error in batch item (incident %s)", incident)
-        detail = f"the service failed unexpectedly; incident {incident} is in its log"
-        failed = problem_body(
-            500, "Internal Server Error", detail, instance=path, incident=incident
-        )
-        return {"image": image, "status": 500, "problem": failed}
+        bad = operational_problem(exc) or unexpected_problem(exc)
+        return {"image": image, "status": bad.status, "problem": bad.body(path)}
     return {"image": image, "status": 200, "verdict": chosen.outcome(found)}

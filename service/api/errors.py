@@ -118,6 +118,18 @@ def operational_problem(exc: Exception) -> ApiProblem | None:
     return None
 
 
+def unexpected_problem(exc: Exception) -> ApiProblem:
+    """A 500 that carries only an incident id; the traceback goes to the log under that id."""
+    incident = uuid.uuid4().hex
+    log.error("unhandled error (incident %s)", incident, exc_info=exc)
+    return ApiProblem(
+        500,
+        "Internal Server Error",
+        f"the service failed unexpectedly; incident {incident} is in its log",
+        incident=incident,
+    )
+
+
 def install(app: Flask) -> None:
     """Answer every error, routing ones included, with problem+json."""
 
@@ -151,11 +163,4 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        incident = uuid.uuid4().hex
-        log.exception("unhandled error (incident %s)", incident)
-        return problem(
-            500,
-            "Internal Server Error",
-            f"the service failed unexpectedly; incident {incident} is in its log",
-            incident=incident,
-        )
+        return _api_problem(unexpected_problem(exc))
