@@ -209,6 +209,15 @@ def _hash_value(obj: object, what: str) -> str:
     return text(h.get("value"), f"{what}.value").lower()
 
 
+def _same_payload(obj: object, what: str, material: Material) -> None:
+    """The entry's sha256 of the payload (at `what`) is the material's."""
+    digest = _hash_value(obj, what)
+    if digest != material.payload_sha256:
+        raise CheckError(
+            f"log entry is for payload sha256 {digest}, expected {material.payload_sha256}"
+        )
+
+
 def match_body(body: bytes, material: Material) -> str:
     """Check the entry body against the material; returns the entry kind. Raises CheckError."""
     try:
@@ -232,11 +241,7 @@ def match_body(body: bytes, material: Material) -> str:
 
 def _match_rekord(spec: dict[str, object], material: Material, kind: str) -> None:
     data = mapping(spec.get("data"), "spec.data")
-    digest = _hash_value(data.get("hash"), "spec.data.hash")
-    if digest != material.payload_sha256:
-        raise CheckError(
-            f"log entry is for payload sha256 {digest}, expected {material.payload_sha256}"
-        )
+    _same_payload(data.get("hash"), "spec.data.hash", material)
     sig = mapping(spec.get("signature"), "spec.signature")
     if kind == "rekord/0.0.1" and sig.get("format") != "x509":
         raise CheckError(f"rekord signature format {sig.get('format')!r:.20}, expected x509")
@@ -247,11 +252,7 @@ def _match_rekord(spec: dict[str, object], material: Material, kind: str) -> Non
 
 
 def _match_dsse(spec: dict[str, object], material: Material) -> None:
-    digest = _hash_value(spec.get("payloadHash"), "spec.payloadHash")
-    if digest != material.payload_sha256:
-        raise CheckError(
-            f"log entry is for payload sha256 {digest}, expected {material.payload_sha256}"
-        )
+    _same_payload(spec.get("payloadHash"), "spec.payloadHash", material)
     signatures = spec.get("signatures")
     if not isinstance(signatures, list) or len(signatures) != 1:
         raise CheckError("dsse log entry: found not exactly one signature, expected one")
@@ -263,11 +264,7 @@ def _match_dsse(spec: dict[str, object], material: Material) -> None:
 
 def _match_intoto(spec: dict[str, object], material: Material) -> None:
     content = mapping(spec.get("content"), "spec.content")
-    digest = _hash_value(content.get("payloadHash"), "spec.content.payloadHash")
-    if digest != material.payload_sha256:
-        raise CheckError(
-            f"log entry is for payload sha256 {digest}, expected {material.payload_sha256}"
-        )
+    _same_payload(content.get("payloadHash"), "spec.content.payloadHash", material)
     if material.envelope is None:
         raise CheckError("intoto log entry for something that is not a dsse envelope")
     envelope_digest = _hash_value(content.get("hash"), "spec.content.hash")
@@ -283,11 +280,7 @@ def _match_intoto_v2(spec: dict[str, object], material: Material) -> None:
     Rekor's re-serialisation, which cannot be recomputed, so it is not compared (as
     sigstore-js and sigstore-go do)."""
     content = mapping(spec.get("content"), "spec.content")
-    digest = _hash_value(content.get("payloadHash"), "spec.content.payloadHash")
-    if digest != material.payload_sha256:
-        raise CheckError(
-            f"log entry is for payload sha256 {digest}, expected {material.payload_sha256}"
-        )
+    _same_payload(content.get("payloadHash"), "spec.content.payloadHash", material)
     envelope = mapping(content.get("envelope"), "spec.content.envelope")
     signatures = envelope.get("signatures")
     if not isinstance(signatures, list) or len(signatures) != 1:
