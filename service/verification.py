@@ -201,27 +201,11 @@ class VerificationService:
             now=now,
             source="request",
         )
-        body = result.to_dict()
-        statement = verdicts.statement(
-            subject=verdicts.VerdictSubject(name=artifact_digest, digest=artifact_digest),
-            verified=result.verified,
-            policy_name=policy_name,
-            policy_digest=policy.digest,
-            inputs=[s["digest"] for s in body["signatures"] if s.get("verified")],
-            verified_at=now,
-            version=VERSION,
-            resource_uri=artifact_digest,
-        )
+        subject = verdicts.VerdictSubject(name=artifact_digest, digest=artifact_digest)
         verdict = {
             "verified": result.verified,
             "artifact": {"digest": artifact_digest},
-            "policy": {"digest": policy.digest, "name": policy_name},
-            "trustRoot": {"digest": self._trust.digest},
-            "signers": body["signers"],
-            "signatures": body["signatures"],
-            "reasons": body["reasons"],
-            "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "signedVerdict": verdicts.sign(statement, self._key),
+            **self._signed(subject, policy, policy_name, result, now, resource_uri=artifact_digest),
         }
         return Verification(verdict, cached=False)
 
@@ -350,26 +334,47 @@ class VerificationService:
         degraded: bool,
     ) -> dict[str, Any]:
         ref = resolved.reference
-        name = f"{ref.registry}/{ref.repository}"
+        subject = verdicts.VerdictSubject(
+            name=f"{ref.registry}/{ref.repository}", digest=resolved.digest
+        )
+        signed = self._signed(subject, policy, policy_name, result, now)
+        return {
+            "verified": result.verified,
+            "image": _image(resolved),
+            **signed,
+            "reasons": _reasons(resolved, signed["reasons"]),
+            "degraded": degraded,
+        }
+
+    def _signed(
+        self,
+        subject: verdicts.VerdictSubject,
+        policy: core.Policy,
+        policy_name: str | None,
+        result: core.ImageResult,
+        now: datetime,
+        *,
+        resource_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """What every verdict carries, images and artifacts alike, with the DSSE envelope over
+        the statement about `subject`."""
         body = result.to_dict()
         statement = verdicts.statement(
-            subject=verdicts.VerdictSubject(name=name, digest=resolved.digest),
+            subject=subject,
             verified=result.verified,
             policy_name=policy_name,
             policy_digest=policy.digest,
             inputs=[s["digest"] for s in body["signatures"] if s.get("verified")],
             verified_at=now,
             version=VERSION,
+            resource_uri=resource_uri,
         )
         return {
-            "verified": result.verified,
-            "image": _image(resolved),
             "policy": {"digest": policy.digest, "name": policy_name},
             "trustRoot": {"digest": self._trust.digest},
             "signers": body["signers"],
             "signatures": body["signatures"],
-            "reasons": _reasons(resolved, body["reasons"]),
-            "degraded": degraded,
+            "reasons": body["reasons"],
             "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "signedVerdict": verdicts.sign(statement, self._key),
         }
