@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from flask import Flask, Response
 
@@ -50,6 +51,7 @@ def build_services(settings: Settings) -> Services:
         trust = TrustRoot.from_json(source.data)
     except CoreError as exc:
         raise SettingsError(f"trusted root from {source.origin}: {exc}") from None
+    more_trust = tuple(_named_trust_root(name, path) for name, path in settings.trust_roots)
     cache = make_cache(settings.redis_url)
     signing_key = load_signing_key(settings.signing_key_file, settings.data_dir)
     registry = RegistryClient(RegistryConfig.from_settings(settings))
@@ -67,9 +69,14 @@ def build_services(settings: Settings) -> Services:
         verdict_ttl=settings.verdict_ttl,
         max_search_entries=settings.max_signatures,
         telemetry=telemetry,
+        more_trust=more_trust,
     )
     try:
-        policies = PolicyStore(settings.policy_file, max_regexp_length=settings.max_regexp_length)
+        policies = PolicyStore(
+            settings.policy_file,
+            max_regexp_length=settings.max_regexp_length,
+            trust_roots=verifier.trust_root_names,
+        )
     except (OSError, PolicyFileError) as exc:
         raise SettingsError(f"{PREFIX}POLICY_FILE={str(settings.policy_file)!r}: {exc}") from None
     admission.check_policy(settings, policies)
@@ -87,6 +94,16 @@ def build_services(settings: Settings) -> Services:
         tokens=load_tokens(settings),
         telemetry=telemetry,
     )
+
+
+def _named_trust_root(name: str, path: Path) -> TrustRoot:
+    """One of `SIGVERIFY_TRUST_ROOTS`; a failure names it."""
+    try:
+        return TrustRoot.from_json(path.read_bytes(), name)
+    except OSError as exc:
+        raise SettingsError(f"{PREFIX}TRUST_ROOTS: {name}={str(path)!r}: {exc.strerror}") from None
+    except CoreError as exc:
+        raise SettingsError(f"{PREFIX}TRUST_ROOTS: {name}={str(path)!r}: {exc}") from None
 
 
 def rekor_url(settings: Settings, trust: TrustRoot) -> str | None:

@@ -8,6 +8,7 @@ the variable. The README's settings table is checked against `SETTINGS` by a tes
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -82,6 +83,19 @@ def _tokens(value: str) -> tuple[tuple[str, str], ...]:
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(item) for item in _list(value))
+
+
+def _named_paths(value: str) -> tuple[tuple[str, Path], ...]:
+    """`name=path` pairs, comma-separated; names are unique, lower-case words."""
+    pairs: list[tuple[str, Path]] = []
+    for n, item in enumerate(_list(value), start=1):
+        name, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", name) or not path:
+            raise ValueError(f"item {n}: expected name=path with a lower-case name")
+        if name == "default" or name in dict(pairs):
+            raise ValueError(f"item {n}: the name {name!r} is taken, expected a new one")
+        pairs.append((name, Path(path)))
+    return tuple(pairs)
 
 
 def _bind(value: str) -> str:
@@ -181,6 +195,14 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _opt_path,
         "A Sigstore trusted_root.json; empty: the production root in sigstore-python (offline).",
+    ),
+    Setting(
+        "trust_roots",
+        "",
+        _named_paths,
+        "More trust roots at once, as name=path of trusted_root.json files (comma-separated), "
+        "e.g. github=/etc/sigverify/github.json; a policy accepts the ones its trustRoots "
+        "names (the root above is named default).",
     ),
     Setting(
         "tuf_url",
@@ -345,6 +367,7 @@ class Settings:
     signing_key_file: Path | None = None
     retired_key_files: tuple[Path, ...] = ()
     trust_root_file: Path | None = None
+    trust_roots: tuple[tuple[str, Path], ...] = ()
     tuf_url: str | None = None
     rekor_url: str | None = None
     rekor_timeout: float = 3.0
@@ -412,6 +435,9 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingsError(f"{PREFIX}{name.upper()}={str(path)!r}: no such file")
+        for root, path in self.trust_roots:
+            if not path.is_file():
+                raise SettingsError(f"{PREFIX}TRUST_ROOTS: {root}={str(path)!r}: no such file")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError(
                 f"{PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE: set both (HTTPS) or neither"

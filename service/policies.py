@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +63,12 @@ class NamedPolicy:
         }
 
 
-def parse_policies(data: bytes, *, max_regexp_length: int) -> dict[str, NamedPolicy]:
+def parse_policies(
+    data: bytes,
+    *,
+    max_regexp_length: int,
+    trust_roots: Collection[str] = (core.DEFAULT_TRUST_ROOT,),
+) -> dict[str, NamedPolicy]:
     """Every policy in the file, by name; `PolicyFileError` on the first problem."""
     if len(data) > MAX_FILE_BYTES:
         raise PolicyFileError(f"found {len(data)} bytes, expected at most {MAX_FILE_BYTES}")
@@ -105,7 +110,9 @@ def parse_policies(data: bytes, *, max_regexp_length: int) -> dict[str, NamedPol
         if not isinstance(raw, dict):
             raise PolicyFileError(f"{where}.policy: expected a mapping")
         try:
-            policy = core.policy_from_mapping(raw, max_regexp_length=max_regexp_length)
+            policy = core.policy_from_mapping(
+                raw, max_regexp_length=max_regexp_length, trust_roots=trust_roots
+            )
         except core.PolicyError as exc:
             at = f".{exc.field}" if exc.field else ""
             raise PolicyFileError(f"{where}.policy{at}: {exc}") from None
@@ -122,11 +129,13 @@ class PolicyStore:
         path: Path | None,
         *,
         max_regexp_length: int,
+        trust_roots: Collection[str] = (core.DEFAULT_TRUST_ROOT,),
         check_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._max_regexp_length = max_regexp_length
+        self._trust_roots = tuple(trust_roots)
         self._interval = check_interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -148,7 +157,11 @@ class PolicyStore:
 
     def _read(self, path: Path) -> dict[str, NamedPolicy]:
         stat = path.stat()
-        policies = parse_policies(path.read_bytes(), max_regexp_length=self._max_regexp_length)
+        policies = parse_policies(
+            path.read_bytes(),
+            max_regexp_length=self._max_regexp_length,
+            trust_roots=self._trust_roots,
+        )
         self._stamp = (stat.st_mtime_ns, stat.st_size)
         return policies
 
@@ -167,7 +180,9 @@ class PolicyStore:
                     return
                 self._stamp = stamp  # a rejected version is not read again until it changes
                 self._policies = parse_policies(
-                    self.path.read_bytes(), max_regexp_length=self._max_regexp_length
+                    self.path.read_bytes(),
+                    max_regexp_length=self._max_regexp_length,
+                    trust_roots=self._trust_roots,
                 )
                 self.last_error = None
                 log.info("policy file %s reloaded: %d policies", self.path, len(self._policies))

@@ -16,10 +16,11 @@ accepts one), which gives a correct verdict that says it was degraded.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec
@@ -140,17 +141,36 @@ class VerificationService:
         max_search_entries: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         telemetry: Telemetry | None = None,
+        more_trust: Sequence[core.TrustRoot] = (),
     ) -> None:
+        """`trust` is the default trust root; `more_trust` the others a policy may name."""
         self._registry = registry
         self._rekor = rekor
         self._cache = cache
-        self._trust = trust
+        self._trust_roots = {root.name: root for root in (trust, *more_trust)}
         self._key = signing_key
         self._verdict_ttl = verdict_ttl
         self._max_search_entries = max_search_entries
         self._clock = clock
         self._flight = SingleFlight()
         self._telemetry = telemetry or Telemetry()
+
+    @property
+    def trust_root_names(self) -> tuple[str, ...]:
+        """The names policies may list in `trustRoots`, the default one first."""
+        return tuple(self._trust_roots)
+
+    def _roots(self, policy: core.Policy) -> tuple[core.TrustRoot, ...]:
+        """The trust roots `policy` accepts (its names were checked when it was parsed)."""
+        return tuple(self._trust_roots[name] for name in policy.trust_roots)
+
+    def _trust_digest(self, policy: core.Policy) -> str:
+        """One digest for the accepted roots: the root's own when there is one."""
+        roots = self._roots(policy)
+        if len(roots) == 1:
+            return roots[0].digest
+        joined = ",".join(f"{r.name}={r.digest}" for r in roots)
+        return hashlib.sha256(joined.encode()).hexdigest()
 
     @_observed
     def verify(
@@ -197,7 +217,7 @@ class VerificationService:
             bundle=bundle,
             artifact_digest=artifact_digest,
             policy=policy,
-            trust=self._trust,
+            trust=self._roots(policy),
             now=now,
             source="request",
         )
@@ -229,7 +249,7 @@ class VerificationService:
                 signatures=signatures,
                 log_entries=entries,
                 policy=policy,
-                trust=self._trust,
+                trust=self._roots(policy),
                 now=now,
             )
         if outage is not None and not result.verified:
@@ -279,7 +299,7 @@ class VerificationService:
         # The name is signed into the verdict, so it is part of the key.
         return (
             f"verdict:{ref.registry}/{ref.repository}@{resolved.digest}"
-            f":{policy.digest}:{self._trust.digest}:{policy_name or ''}"
+            f":{policy.digest}:{self._trust_digest(policy)}:{policy_name or ''}"
         )
 
     def _log_entries(
@@ -371,9 +391,10 @@ class VerificationService:
         )
         return {
             "policy": {"digest": policy.digest, "name": policy_name},
-            "trustRoot": {"digest": self._trust.digest},
+            "trustRoot": {"digest": self._trust_digest(policy), "names": list(policy.trust_roots)},
             "signers": body["signers"],
             "signatures": body["signatures"],
+            "attestations": body["attestations"],
             "reasons": body["reasons"],
             "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "signedVerdict": verdicts.sign(statement, self._key),

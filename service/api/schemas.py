@@ -70,16 +70,54 @@ class TransparencyLogSchema(_Strict):
     allowInclusionPromise = _StrictBoolean()
 
 
-class PolicySchema(IdentitySchema):
-    """An inline policy: top-level identity fields, more identities, keys and a threshold."""
+def _identities() -> fields.List[Any]:
+    return fields.List(fields.Nested(IdentitySchema), validate=validate.Length(max=MAX_LIST))
 
-    identities = fields.List(fields.Nested(IdentitySchema), validate=validate.Length(max=MAX_LIST))
-    keys = fields.List(
+
+def _keys() -> fields.List[str]:
+    return fields.List(
         fields.String(validate=validate.Length(min=1, max=MAX_PEM)),
         validate=validate.Length(max=MAX_LIST),
     )
+
+
+# `in` is a Python keyword, hence a schema built from a dict.
+ConditionSchema = _Strict.from_dict(
+    {
+        "path": fields.String(required=True, validate=validate.Length(min=1, max=256)),
+        "equals": fields.Raw(allow_none=True),
+        "in": fields.List(fields.Raw(allow_none=True), validate=validate.Length(min=1, max=64)),
+        "matches": _text(),
+        "startsWith": _text(),
+        "exists": _StrictBoolean(),
+    },
+    name="ConditionSchema",
+)
+
+
+class AttestationSchema(_Strict):
+    """An attestation the image must have: predicate type, signers, conditions."""
+
+    name = fields.String(validate=validate.Length(min=1, max=64))
+    predicateType = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    identities = _identities()
+    keys = _keys()
+    conditions = fields.List(fields.Nested(ConditionSchema), validate=validate.Length(max=32))
+
+
+class PolicySchema(IdentitySchema):
+    """An inline policy: top-level identity fields, more identities, keys and a threshold,
+    required attestations and the trust roots it accepts."""
+
+    identities = _identities()
+    keys = _keys()
     threshold = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_LIST))
     transparencyLog = fields.Nested(TransparencyLogSchema)
+    attestations = fields.List(fields.Nested(AttestationSchema), validate=validate.Length(max=10))
+    trustRoots = fields.List(
+        fields.String(validate=validate.Length(min=1, max=63)),
+        validate=validate.Length(min=1, max=10),
+    )
 
 
 def _image_parses(value: str) -> None:

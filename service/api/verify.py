@@ -60,8 +60,11 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 def build_policy(raw: dict[str, Any], field: str = "policy") -> core.Policy:
     """A core policy from a validated mapping; semantic errors become a 400 naming the field."""
     try:
+        svc = services()
         return core.policy_from_mapping(
-            raw, max_regexp_length=services().settings.max_regexp_length
+            raw,
+            max_regexp_length=svc.settings.max_regexp_length,
+            trust_roots=svc.verifier.trust_root_names,
         )
     except core.PolicyError as exc:
         name = f"{field}.{exc.field}" if getattr(exc, "field", None) else field

@@ -18,10 +18,11 @@ from service.core.inputs import (
 )
 from service.core.policy import Identity, Policy, policy_from_mapping
 from service.core.results import Check, ImageResult, LogEvidence, SignatureResult
-from service.core.trust import TrustRoot
+from service.core.trust import DEFAULT_TRUST_ROOT, TrustRoot
 from service.core.verify import verify_artifact, verify_image
 
 __all__ = [
+    "DEFAULT_TRUST_ROOT",
     "BundleSignature",
     "CertificateDetails",
     "Check",

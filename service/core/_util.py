@@ -8,6 +8,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+import re2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import (
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from service.core.errors import InputError
+from service.core.errors import InputError, PolicyError
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
@@ -148,3 +149,20 @@ def der_utf8_string(raw: bytes) -> str:
         return raw[offset:].decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("extension: found invalid UTF-8, expected text") from None
+
+
+def compile_re2(pattern: str, where: str, max_length: int) -> Any:
+    """An RE2 pattern (linear-time matching); `PolicyError` names `where` when it is too
+    long or invalid."""
+    if len(pattern) > max_length:
+        raise PolicyError(
+            f"found a regexp of {len(pattern)} characters, expected at most {max_length}",
+            field=where,
+        )
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options=options)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise PolicyError(f"found an invalid regexp: {detail}", field=where) from None

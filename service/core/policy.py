@@ -17,16 +17,17 @@ An empty policy (no identity and no key) is refused: it would accept any signatu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import re2
 import rfc8785
 
-from service.core._util import PublicKey, key_fingerprint, load_public_key_pem
+from service.core._util import PublicKey, compile_re2, key_fingerprint, load_public_key_pem
 from service.core.certs import EXTENSION_NAMES, CertificateDetails
+from service.core.conditions import Condition, condition_from_mapping
 from service.core.errors import InputError, PolicyError
+from service.core.trust import DEFAULT_TRUST_ROOT
 
 MAX_REGEXP_LENGTH = 256
 
@@ -42,7 +43,24 @@ _IDENTITY_FIELDS: Mapping[str, tuple[str, bool]] = {
     "certificateGithubWorkflowRepository": ("githubWorkflowRepository", False),
     "certificateGithubWorkflowRef": ("githubWorkflowRef", False),
 }
-_POLICY_FIELDS = frozenset({"identities", "keys", "threshold", "transparencyLog"})
+_POLICY_FIELDS = frozenset(
+    {"identities", "keys", "threshold", "transparencyLog", "attestations", "trustRoots"}
+)
+_ATTESTATION_FIELDS = frozenset({"name", "predicateType", "identities", "keys", "conditions"})
+MAX_ATTESTATIONS = 10
+MAX_CONDITIONS = 32
+# cosign's `--type` shorthands (cosign verify-attestation) for the common predicate types.
+PREDICATE_TYPES: Mapping[str, str] = {
+    "slsaprovenance": "https://slsa.dev/provenance/v0.2",
+    "slsaprovenance02": "https://slsa.dev/provenance/v0.2",
+    "slsaprovenance1": "https://slsa.dev/provenance/v1",
+    "spdx": "https://spdx.dev/Document",
+    "spdxjson": "https://spdx.dev/Document",
+    "cyclonedx": "https://cyclonedx.org/bom",
+    "vuln": "https://cosign.sigstore.dev/attestation/vuln/v1",
+    "openvex": "https://openvex.dev/ns",
+    "custom": "https://cosign.sigstore.dev/attestation/v1",
+}
 _TLOG_FIELDS = frozenset({"required", "allowInclusionPromise"})
 
 
@@ -106,6 +124,31 @@ class TransparencyLogPolicy:
 
 
 @dataclass(frozen=True)
+class AttestationRequirement:
+    """An attestation the image must have: of `predicate_type`, signed by one of `identities`
+    or `keys` (the policy's own when both are empty), with every condition holding."""
+
+    label: str
+    predicate_type: str
+    identities: tuple[Identity, ...]
+    keys: tuple[PolicyKey, ...]
+    conditions: tuple[Condition, ...]
+
+    @property
+    def own_signers(self) -> bool:
+        return bool(self.identities or self.keys)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "predicateType": self.predicate_type,
+            "identities": [[c.to_json() for c in i.constraints] for i in self.identities],
+            "keys": [k.fingerprint for k in self.keys],
+            "conditions": [c.to_json() for c in self.conditions],
+        }
+
+
+@dataclass(frozen=True)
 class Policy:
     """A parsed policy; build it with `policy_from_mapping`."""
 
@@ -114,12 +157,32 @@ class Policy:
     threshold: int
     transparency_log: TransparencyLogPolicy
     digest: str
+    attestations: tuple[AttestationRequirement, ...] = ()
+    trust_roots: tuple[str, ...] = (DEFAULT_TRUST_ROOT,)
+
+    def signed_by(self, requirement: AttestationRequirement) -> Policy:
+        """This policy with a requirement's own signers: what its attestations verify against."""
+        if not requirement.own_signers:
+            return self
+        return replace(
+            self,
+            identities=requirement.identities,
+            keys=requirement.keys,
+            threshold=1,
+            attestations=(),
+        )
 
 
 def policy_from_mapping(
-    d: Mapping[str, Any], *, max_regexp_length: int = MAX_REGEXP_LENGTH
+    d: Mapping[str, Any],
+    *,
+    max_regexp_length: int = MAX_REGEXP_LENGTH,
+    trust_roots: Collection[str] = (DEFAULT_TRUST_ROOT,),
 ) -> Policy:
-    """Parse a policy; raises `PolicyError` whose `field` names the offending field."""
+    """Parse a policy; raises `PolicyError` whose `field` names the offending field.
+
+    `trust_roots` are the names of the trust roots configured here, which `trustRoots` may
+    choose from."""
     if not isinstance(d, Mapping):
         raise PolicyError(f"found {type(d).__name__}, expected an object")
     unknown = sorted(
@@ -131,19 +194,7 @@ def policy_from_mapping(
     top = {k: v for k, v in d.items() if k in _IDENTITY_FIELDS or k == "extensions"}
     if top:
         identities.append(_identity(top, "", "policy", max_regexp_length))
-    raw_identities = d.get("identities", [])
-    if not isinstance(raw_identities, list):
-        raise PolicyError("found no list, expected a list of identities", field="identities")
-    for i, raw in enumerate(raw_identities):
-        where = f"identities[{i}]"
-        if not isinstance(raw, Mapping):
-            raise PolicyError("found no object, expected an identity", field=where)
-        extra = sorted(k for k in raw if k not in _IDENTITY_FIELDS and k != "extensions")
-        if extra:
-            raise PolicyError(
-                "unknown field, expected an identity field", field=f"{where}.{extra[0]}"
-            )
-        identities.append(_identity(raw, f"{where}.", where, max_regexp_length))
+    identities += _identities(d.get("identities", []), "", max_regexp_length)
     keys = _keys(d.get("keys", []))
     if not identities and not keys:
         raise PolicyError(
@@ -154,6 +205,8 @@ def policy_from_mapping(
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
         raise PolicyError(f"found {threshold!r:.20}, expected an integer >= 1", field="threshold")
     tlog = _tlog(d.get("transparencyLog", {}))
+    attestations = _attestations(d.get("attestations", []), max_regexp_length)
+    roots = _trust_roots(d.get("trustRoots", [DEFAULT_TRUST_ROOT]), trust_roots)
     canonical: dict[str, Any] = {
         "identities": [[c.to_json() for c in i.constraints] for i in identities],
         "keys": [k.fingerprint for k in keys],
@@ -163,28 +216,103 @@ def policy_from_mapping(
             "allowInclusionPromise": tlog.allow_inclusion_promise,
         },
     }
+    # Added only when used, so that the digests of policies without them stay as they were.
+    if attestations:
+        canonical["attestations"] = [a.to_json() for a in attestations]
+    if roots != (DEFAULT_TRUST_ROOT,):
+        canonical["trustRoots"] = list(roots)
     return Policy(
         identities=tuple(identities),
         keys=keys,
         threshold=threshold,
         transparency_log=tlog,
         digest="sha256:" + hashlib.sha256(rfc8785.dumps(canonical)).hexdigest(),
+        attestations=attestations,
+        trust_roots=roots,
     )
 
 
-def _compile(pattern: str, where: str, max_length: int) -> Any:
-    if len(pattern) > max_length:
+def _identities(raw: object, prefix: str, max_length: int) -> list[Identity]:
+    """`identities`: more acceptable signers, each an object of identity fields."""
+    if not isinstance(raw, list):
         raise PolicyError(
-            f"found a regexp of {len(pattern)} characters, expected at most {max_length}",
-            field=where,
+            "found no list, expected a list of identities", field=f"{prefix}identities"
         )
-    options = re2.Options()
-    options.log_errors = False
-    try:
-        return re2.compile(pattern, options=options)
-    except re2.error as exc:
-        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
-        raise PolicyError(f"found an invalid regexp: {detail}", field=where) from None
+    identities: list[Identity] = []
+    for i, item in enumerate(raw):
+        where = f"{prefix}identities[{i}]"
+        if not isinstance(item, Mapping):
+            raise PolicyError("found no object, expected an identity", field=where)
+        extra = sorted(k for k in item if k not in _IDENTITY_FIELDS and k != "extensions")
+        if extra:
+            raise PolicyError(
+                "unknown field, expected an identity field", field=f"{where}.{extra[0]}"
+            )
+        identities.append(_identity(item, f"{where}.", where, max_length))
+    return identities
+
+
+def _attestations(raw: object, max_length: int) -> tuple[AttestationRequirement, ...]:
+    if not isinstance(raw, list):
+        raise PolicyError("found no list, expected a list of attestations", field="attestations")
+    if len(raw) > MAX_ATTESTATIONS:
+        raise PolicyError(
+            f"found {len(raw)}, expected at most {MAX_ATTESTATIONS}", field="attestations"
+        )
+    found: list[AttestationRequirement] = []
+    for i, item in enumerate(raw):
+        where = f"attestations[{i}]"
+        if not isinstance(item, Mapping):
+            raise PolicyError("found no object, expected an attestation", field=where)
+        unknown = sorted(k for k in item if k not in _ATTESTATION_FIELDS)
+        if unknown:
+            raise PolicyError(
+                "unknown field, expected " + ", ".join(sorted(_ATTESTATION_FIELDS)),
+                field=f"{where}.{unknown[0]}",
+            )
+        kind = item.get("predicateType")
+        if not isinstance(kind, str) or not kind:
+            raise PolicyError(
+                "found no text, expected a predicate type URI or one of "
+                + ", ".join(PREDICATE_TYPES),
+                field=f"{where}.predicateType",
+            )
+        name = item.get("name", where)
+        if not isinstance(name, str) or not name:
+            raise PolicyError("found no text, expected a name", field=f"{where}.name")
+        conditions = item.get("conditions", [])
+        if not isinstance(conditions, list) or len(conditions) > MAX_CONDITIONS:
+            raise PolicyError(
+                f"expected a list of at most {MAX_CONDITIONS} conditions",
+                field=f"{where}.conditions",
+            )
+        found.append(
+            AttestationRequirement(
+                label=name,
+                predicate_type=PREDICATE_TYPES.get(kind, kind),
+                identities=tuple(_identities(item.get("identities", []), f"{where}.", max_length)),
+                keys=_keys(item.get("keys", []), f"{where}.keys"),
+                conditions=tuple(
+                    condition_from_mapping(c, f"{where}.conditions[{j}]", max_length)
+                    for j, c in enumerate(conditions)
+                ),
+            )
+        )
+    return tuple(found)
+
+
+def _trust_roots(raw: object, known: Collection[str]) -> tuple[str, ...]:
+    """`trustRoots`: names of configured trust roots a signature may chain to, in order."""
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_ATTESTATIONS:
+        raise PolicyError("expected a list of 1 to 10 trust root names", field="trustRoots")
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or name not in known:
+            raise PolicyError(
+                f"found {name!r:.40}, expected one of the trust roots configured here: "
+                + ", ".join(sorted(known)),
+                field=f"trustRoots[{i}]",
+            )
+    return tuple(dict.fromkeys(raw))
 
 
 def _constraint(
@@ -192,7 +320,7 @@ def _constraint(
 ) -> Constraint:
     if not isinstance(value, str) or not value:
         raise PolicyError("found no text, expected a non-empty string", field=where)
-    compiled = _compile(value, where, max_length) if regexp else None
+    compiled = compile_re2(value, where, max_length) if regexp else None
     return Constraint(name, claim, value, regexp, compiled)
 
 
@@ -252,12 +380,12 @@ def _identity(raw: Mapping[str, Any], prefix: str, label: str, max_length: int) 
     return Identity(label, tuple(constraints))
 
 
-def _keys(raw: object) -> tuple[PolicyKey, ...]:
+def _keys(raw: object, field: str = "keys") -> tuple[PolicyKey, ...]:
     if not isinstance(raw, list):
-        raise PolicyError("found no list, expected a list of PEM public keys", field="keys")
+        raise PolicyError("found no list, expected a list of PEM public keys", field=field)
     keys: list[PolicyKey] = []
     for i, pem in enumerate(raw):
-        where = f"keys[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(pem, str):
             raise PolicyError("found no text, expected a PEM public key", field=where)
         try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from service.core._util import from_unix, rfc3339
 from service.core.certs import CertificateDetails
+from service.core.conditions import ConditionResult
 
 Evidence = Literal["inclusion-proof", "inclusion-promise", "none"]
 Kind = Literal["cosign-signature", "cosign-attestation", "sigstore-bundle"]
@@ -56,6 +58,14 @@ class SignatureResult:
     signer: str | None
     certificate: CertificateDetails | None
     log_entry: LogEvidence | None
+    statement: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The in-toto statement a DSSE signature carries (attestations), once it parsed."""
+    trust_root: str | None = None  # the trust root it was checked against, by name
+
+    @property
+    def predicate_type(self) -> str | None:
+        kind = None if self.statement is None else self.statement.get("predicateType")
+        return kind if isinstance(kind, str) else None
 
     @property
     def verified(self) -> bool:
@@ -78,6 +88,74 @@ class SignatureResult:
             "signer": self.signer,
             "certificate": None if self.certificate is None else self.certificate.to_dict(),
             "logEntry": None if self.log_entry is None else self.log_entry.to_dict(),
+            "predicateType": self.predicate_type,
+            "trustRoot": self.trust_root,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class AttestationMatch:
+    """One attestation of the required type: whether it verified, and each condition."""
+
+    signature: SignatureResult
+    conditions: tuple[ConditionResult, ...]
+
+    @property
+    def satisfied(self) -> bool:
+        return self.signature.verified and all(c.held for c in self.conditions)
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.signature
+        return {
+            "kind": s.kind,
+            "source": s.source,
+            "digest": s.digest,
+            "verified": s.verified,
+            "signer": s.signer,
+            "satisfied": self.satisfied,
+            "conditions": [c.to_dict() for c in self.conditions],
+            "reasons": list(s.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class AttestationResult:
+    """A policy's attestation requirement: met when one attestation of its type satisfies it."""
+
+    name: str
+    predicate_type: str
+    matches: tuple[AttestationMatch, ...]
+    found_types: tuple[str, ...]  # every predicate type the image's attestations carry
+
+    @property
+    def satisfied(self) -> bool:
+        return any(m.satisfied for m in self.matches)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        if self.satisfied:
+            return ()
+        if not self.matches:
+            found = ", ".join(self.found_types) or "none"
+            return (
+                f"attestation {self.name}: found no attestation of type "
+                f"{self.predicate_type} (types found: {found})",
+            )
+        out: list[str] = []
+        for m in self.matches:
+            why = [*m.signature.reasons] + [
+                f"condition {c.describe()}" for c in m.conditions if not c.held
+            ]
+            out += [f"attestation {self.name} {m.signature.digest}: {w}" for w in why]
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "predicateType": self.predicate_type,
+            "satisfied": self.satisfied,
+            "attestations": [m.to_dict() for m in self.matches],
             "reasons": list(self.reasons),
         }
 
@@ -90,11 +168,13 @@ class ImageResult:
     signatures: tuple[SignatureResult, ...]
     signers: tuple[str, ...]
     reasons: tuple[str, ...]
+    attestations: tuple[AttestationResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "verified": self.verified,
             "signers": list(self.signers),
             "signatures": [s.to_dict() for s in self.signatures],
+            "attestations": [a.to_dict() for a in self.attestations],
             "reasons": list(self.reasons),
         }

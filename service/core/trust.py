@@ -38,6 +38,8 @@ from service.core.errors import CoreError, InputError, TrustRootError
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
+DEFAULT_TRUST_ROOT = "default"
+"""The name of the trust root a policy uses when it names none (`trustRoots`)."""
 _EMBEDDED = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
 
 
@@ -87,16 +89,17 @@ class TrustRoot:
     timestamp_authorities: tuple[CertificateAuthority, ...]
     sigstore_root: TrustedRoot | None = field(default=None, repr=False)
     """sigstore-python's `sigstore.models.TrustedRoot`, or None if it refused the document."""
+    name: str = DEFAULT_TRUST_ROOT  # what policies call it (`trustRoots`)
 
     @classmethod
-    def from_json(cls, data: bytes) -> TrustRoot:
+    def from_json(cls, data: bytes, name: str = DEFAULT_TRUST_ROOT) -> TrustRoot:
         """Parse a trusted_root.json; raises `TrustRootError` naming what is wrong."""
         try:
             document = json.loads(data)
         except (ValueError, RecursionError):
             raise TrustRootError("trusted root: found invalid JSON, expected an object") from None
         try:
-            return cls._parse(data, document)
+            return cls._parse(data, document, name)
         except InputError as exc:
             raise TrustRootError(f"trusted root: {exc}") from None
 
@@ -109,7 +112,7 @@ class TrustRoot:
         return cls.from_json(resource.read_bytes())
 
     @classmethod
-    def _parse(cls, data: bytes, document: object) -> TrustRoot:
+    def _parse(cls, data: bytes, document: object, name: str) -> TrustRoot:
         doc = mapping(document, "trusted root")
         media_type = doc.get("mediaType")
         if media_type != MEDIA_TYPE:
@@ -135,6 +138,7 @@ class TrustRoot:
             ct_logs=MappingProxyType(ct),
             timestamp_authorities=tsas,
             sigstore_root=_sigstore_root(data),
+            name=name,
         )
 
     @functools.cached_property

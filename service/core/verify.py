@@ -34,14 +34,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cryptography import x509
 from sigstore.errors import Error as SigstoreError
 from sigstore.hashes import Hashed
 from sigstore.models import Bundle
-from sigstore.verify import Verifier
 from sigstore_models.bundle.v1 import Bundle as BundleModel
 from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.rekor.v1 import TransparencyLogEntry as TransparencyLogEntryModel
@@ -51,6 +50,7 @@ from service.core._util import (
     as_public_key,
     b64decode,
     from_unix,
+    load_der_certificate,
     load_pem_certificates,
     mapping,
     rfc3339,
@@ -75,7 +75,17 @@ from service.core.inputs import (
 from service.core.keys import describe_key, signature_valid
 from service.core.policy import Policy, PolicyKey
 from service.core.rekor import Material, match_body, verify_inclusion_proof, verify_set
-from service.core.results import Check, Evidence, ImageResult, Kind, LogEvidence, SignatureResult
+from service.core.results import (
+    AttestationMatch,
+    AttestationResult,
+    Check,
+    Evidence,
+    ImageResult,
+    Kind,
+    LogEvidence,
+    SignatureResult,
+)
+from service.core.timestamps import verify_timestamps
 from service.core.trust import TrustRoot
 
 SIMPLE_SIGNING_TYPE = "cosign container image signature"
@@ -90,19 +100,23 @@ def verify_image(
     signatures: Sequence[Signature],
     log_entries: Mapping[LogLookup, Sequence[LogEntry]],
     policy: Policy,
-    trust: TrustRoot,
+    trust: TrustRoot | Sequence[TrustRoot],
     now: datetime,
 ) -> ImageResult:
-    """Verify every signature of `image_digest`; the image verifies with `threshold` signers.
+    """Verify every signature of `image_digest`; the image verifies with `threshold` signers
+    and every attestation the policy requires.
 
     `log_entries` holds what the orchestration fetched for `needed_log_lookups(signatures)`:
     every entry found (a search by hash finds one per signer of the same payload; empty where
-    nothing was found); `now` is the verification time.
+    nothing was found); `trust` is the trust root, or several, of which the policy's
+    `trustRoots` names those accepted (a signature verifies when it verifies against one of
+    them); `now` is the verification time.
     """
     if not _DIGEST.fullmatch(image_digest):
         raise InputError(f"image digest: found {image_digest!r:.80}, expected sha256:<64 hex>")
-    context = _Context(image_digest, log_entries, policy, trust, now)
-    return _verdict(tuple(_verify_signature(s, context) for s in signatures), policy)
+    roots = _roots(trust, policy)
+    context = _Context(image_digest, log_entries, policy, roots[0], now)
+    return _verdict(signatures, context, roots)
 
 
 def verify_artifact(
@@ -110,7 +124,7 @@ def verify_artifact(
     bundle: bytes,
     artifact_digest: str,
     policy: Policy,
-    trust: TrustRoot,
+    trust: TrustRoot | Sequence[TrustRoot],
     now: datetime,
     source: str = "bundle",
 ) -> ImageResult:
@@ -126,14 +140,33 @@ def verify_artifact(
         raise InputError(
             f"artifact digest: found {artifact_digest!r:.80}, expected sha256:<64 hex>"
         )
-    context = _Context(artifact_digest, {}, policy, trust, now, subject="artifact")
+    roots = _roots(trust, policy)
+    context = _Context(artifact_digest, {}, policy, roots[0], now, subject="artifact")
     item = BundleSignature(bundle, "sha256:" + sha256_hex(bundle), source)
-    return _verdict((_verify_bundle(item, context),), policy)
+    return _verdict((item,), context, roots)
 
 
-def _verdict(results: tuple[SignatureResult, ...], policy: Policy) -> ImageResult:
-    """The subject verifies when at least `threshold` distinct signers verified."""
+def _roots(trust: TrustRoot | Sequence[TrustRoot], policy: Policy) -> tuple[TrustRoot, ...]:
+    """The given roots the policy accepts (`trustRoots`), in the policy's order."""
+    given = {root.name: root for root in ((trust,) if isinstance(trust, TrustRoot) else trust)}
+    roots = tuple(given[name] for name in policy.trust_roots if name in given)
+    if not roots:
+        raise InputError(
+            f"trust roots: found {', '.join(given) or 'none'}, expected one the policy accepts "
+            f"({', '.join(policy.trust_roots)})"
+        )
+    return roots
+
+
+def _verdict(
+    signatures: Sequence[Signature], context: _Context, roots: tuple[TrustRoot, ...]
+) -> ImageResult:
+    """The subject verifies when at least `threshold` distinct signers verified and every
+    attestation requirement is met."""
+    policy = context.policy
+    results = tuple(_against_roots(s, context, roots) for s in signatures)
     signers = tuple(dict.fromkeys(r.signer for r in results if r.verified and r.signer))
+    attestations = _attestations(signatures, results, context, roots)
     reasons: list[str] = []
     if not results:
         reasons.append("no signatures found")
@@ -145,13 +178,78 @@ def _verdict(results: tuple[SignatureResult, ...], policy: Policy) -> ImageResul
                 f"threshold not met: found {len(signers)} distinct verified signer"
                 f"{'' if len(signers) == 1 else 's'}, expected at least {policy.threshold}"
             )
-    verified = bool(results) and len(signers) >= policy.threshold
+    for a in attestations:
+        reasons += a.reasons
+    verified = (
+        bool(results)
+        and len(signers) >= policy.threshold
+        and all(a.satisfied for a in attestations)
+    )
     return ImageResult(
         verified=verified,
         signatures=results,
         signers=signers,
         reasons=() if verified else tuple(reasons),
+        attestations=attestations,
     )
+
+
+def _against_roots(
+    signature: Signature, context: _Context, roots: tuple[TrustRoot, ...]
+) -> SignatureResult:
+    """The signature checked against each accepted trust root in turn: the first under which
+    it verifies, else the one under which it got furthest (most checks passed: its reasons
+    are the most telling)."""
+    best: SignatureResult | None = None
+    for root in roots:
+        result = replace(
+            _verify_signature(signature, replace(context, trust=root)), trust_root=root.name
+        )
+        if result.verified:
+            return result
+        if best is None or _passed(result) > _passed(best):
+            best = result
+    assert best is not None  # roots is never empty
+    return best
+
+
+def _passed(result: SignatureResult) -> int:
+    return sum(c.passed for c in result.checks)
+
+
+def _attestations(
+    signatures: Sequence[Signature],
+    results: tuple[SignatureResult, ...],
+    context: _Context,
+    roots: tuple[TrustRoot, ...],
+) -> tuple[AttestationResult, ...]:
+    """Each attestation requirement of the policy against the subject's DSSE signatures (cosign
+    attestations and DSSE bundles): those of its predicate type, verified against its own
+    signers (re-checked) or the policy's (as already checked), with its conditions."""
+    requirements = context.policy.attestations
+    if not requirements:
+        return ()
+    attested = [(s, r) for s, r in zip(signatures, results, strict=True) if r.statement]
+    found_types = tuple(dict.fromkeys(r.predicate_type or "none" for _, r in attested))
+    out: list[AttestationResult] = []
+    for requirement in requirements:
+        if requirement.own_signers:
+            own = replace(context, policy=context.policy.signed_by(requirement))
+            checked = [_against_roots(s, own, roots) for s, _ in attested]
+        else:
+            checked = [r for _, r in attested]
+        matches = tuple(
+            AttestationMatch(
+                r,
+                tuple(c.evaluate(r.statement or {}, r.certificate) for c in requirement.conditions),
+            )
+            for r in checked
+            if r.predicate_type == requirement.predicate_type
+        )
+        out.append(
+            AttestationResult(requirement.label, requirement.predicate_type, matches, found_types)
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -176,6 +274,7 @@ class _Run:
 
     checks: list[Check]
     evidence: LogEvidence | None = None
+    statement: dict[str, object] | None = None  # the in-toto statement, once parsed
 
     def ok(self, name: str, detail: str) -> None:
         self.checks.append(Check(name, True, detail))
@@ -252,7 +351,14 @@ def _verify_cosign(
     def result() -> SignatureResult:
         details = None if leaf is None else CertificateDetails.from_certificate(leaf)
         return SignatureResult(
-            kind, layer.source, layer.layer_digest, tuple(run.checks), signer, details, evidence
+            kind,
+            layer.source,
+            layer.layer_digest,
+            tuple(run.checks),
+            signer,
+            details,
+            evidence,
+            statement=run.statement,
         )
 
     # (0): the layer is what its digest says.
@@ -340,8 +446,10 @@ def _verify_keyless(
             run.ok("certificate-chain", f"chains to {ca.uri or ca.subject} ({ca.subject})")
         except CheckError as exc:
             run.fail("certificate-chain", str(exc))
-    # (4): the embedded SCT.
-    if issuer is not None:
+    # (4): the embedded SCT; an instance without certificate transparency has none to check.
+    if issuer is not None and not trust.ct_logs:
+        run.ok("sct", f"not applicable: trust root {trust.name} has no ct log")
+    elif issuer is not None:
         try:
             run.ok("sct", verify_sct(leaf, issuer, trust))
         except (CheckError, InputError) as exc:
@@ -568,6 +676,7 @@ def _pae(payload_type: str, payload: bytes) -> bytes:
 def _check_statement(
     doc: dict[str, object], image_digest: str, run: _Run, check: str = "image-digest"
 ) -> None:
+    run.statement = doc
     subjects = doc.get("subject")
     if not isinstance(subjects, list):
         raise CheckError("in-toto statement has no subject list, expected one")
@@ -625,26 +734,33 @@ def _verify_bundle(item: BundleSignature, context: _Context) -> SignatureResult:
             signer,
             details,
             run.evidence,
+            statement=run.statement,
         )
 
-    # (B1): parse; sigstore-python's `Bundle` refuses bundles without a certificate.
+    # (B1): parse; sigstore-python's `Bundle` refuses bundles without a certificate or a log
+    # entry, which take our own steps.
     try:
-        model = BundleModel.from_json(item.bundle)
-        bundle = None if model.verification_material.public_key else Bundle.from_json(item.bundle)
+        model = _bundle_model(item.bundle)
+        material = model.verification_material
+        keyed, logged = material.public_key is not None, bool(material.tlog_entries)
+        bundle = Bundle.from_json(item.bundle) if logged and not keyed else None
     except (SigstoreError, ValueError) as exc:
         run.fail("bundle", f"not a usable sigstore bundle: {exc}")
         return result()
-    if bundle is None:
+    if keyed:
         signer = _verify_key_bundle(model, context, run)
+        return result()
+    if bundle is None:
+        signer, details = _verify_timestamped_bundle(model, context, run)
+        return result()
+    details = CertificateDetails.from_certificate(bundle.signing_certificate)
+    if bundle.log_entry._inner.kind_version.kind == "intoto":
+        signer = _verify_intoto_bundle(bundle, context, run)
         return result()
     try:
         verifier = context.trust.sigstore_verifier
     except CoreError as exc:
         run.fail("bundle", str(exc))
-        return result()
-    details = CertificateDetails.from_certificate(bundle.signing_certificate)
-    if bundle.log_entry._inner.kind_version.kind == "intoto":
-        signer = _verify_intoto_bundle(bundle, verifier, context, run)
         return result()
     # (B2): sigstore-python checks the chain, SCT, log proof and promise, timestamps, the
     # signature and the log entry's consistency.
@@ -799,27 +915,113 @@ def _verify_key_bundle(model: BundleModel, context: _Context, run: _Run) -> str 
     run.ok("bundle", f"key-signed bundle ({version.value})")
     # (B2): the signature against the policy's keys, then the log entry.
     signer = _verify_keyed(signed, context, run, _bundle_log_check(model, context, run))
-    # (B3): the signature is over this digest, or the statement names it.
-    if model.dsse_envelope is not None:
-        _check_dsse_payload(model.dsse_envelope.payload_type, signed.payload, context, run)
-    else:
-        message = model.message_signature
-        assert message is not None  # _bundle_signed refused a bundle without either
-        named = message.message_digest
-        if named is not None and named.digest != signed.signed_bytes:
-            run.fail(
-                context.digest_check,
-                f"bundle messageDigest is sha256:{named.digest.hex()}, "
-                f"expected {context.image_digest}",
-            )
-        else:
-            run.ok(context.digest_check, f"message signature is over {context.image_digest}")
+    _check_bundle_subject(model, signed, context, run)
     return signer
 
 
-def _verify_intoto_bundle(
-    bundle: Bundle, verifier: Verifier, context: _Context, run: _Run
-) -> str | None:
+def _check_bundle_subject(
+    model: BundleModel, signed: _Signed, context: _Context, run: _Run
+) -> None:
+    """(B3) for our own bundle steps: the DSSE statement names the subject, or the message
+    signature (checked over the subject's digest) does not name another digest."""
+    if model.dsse_envelope is not None:
+        _check_dsse_payload(model.dsse_envelope.payload_type, signed.payload, context, run)
+        return
+    message = model.message_signature
+    assert message is not None  # _bundle_signed refused a bundle without either
+    named = message.message_digest
+    if named is not None and named.digest != signed.signed_bytes:
+        run.fail(
+            context.digest_check,
+            f"bundle messageDigest is sha256:{named.digest.hex()}, expected {context.image_digest}",
+        )
+    else:
+        run.ok(context.digest_check, f"message signature is over {context.image_digest}")
+
+
+def _bundle_model(raw: bytes) -> BundleModel:
+    """The protobuf-specs model of a bundle. A bundle with no log entry at all (an instance
+    without a transparency log, such as GitHub's private one) lacks `tlogEntries`, which the
+    model requires: it is read as an empty list."""
+    try:
+        return BundleModel.from_json(raw)
+    except ValueError:
+        doc = json.loads(raw)
+        material = doc.get("verificationMaterial") if isinstance(doc, dict) else None
+        if not isinstance(material, dict) or "tlogEntries" in material:
+            raise
+        return BundleModel.from_json(
+            json.dumps({**doc, "verificationMaterial": {**material, "tlogEntries": []}})
+        )
+
+
+def _timestamps(
+    model: BundleModel, signed: _Signed, context: _Context, run: _Run
+) -> list[datetime] | None:
+    """The `timestamp` check: the times of the bundle's signed timestamps that verify (an
+    empty list when it has none); None when it has some and none verifies."""
+    data = model.verification_material.timestamp_verification_data
+    stamps = [t.signed_timestamp for t in data.rfc3161_timestamps] if data is not None else []
+    if not stamps:
+        return []
+    try:
+        times = verify_timestamps(signed.signature, stamps, context.trust)
+    except CheckError as exc:
+        run.fail("timestamp", str(exc))
+        return None
+    shown = ", ".join(rfc3339(t) for t in times)
+    run.ok("timestamp", f"{len(times)} of {len(stamps)} signed timestamps verified ({shown})")
+    return times
+
+
+def _verify_timestamped_bundle(
+    model: BundleModel, context: _Context, run: _Run
+) -> tuple[str | None, CertificateDetails | None]:
+    """A certificate bundle without a log entry: signing time from signed timestamps, then the
+    keyless steps (1) to (5) and (7). The transparency log is waived only where it cannot
+    exist (the trust root has none) or the policy does not require one."""
+    material = model.verification_material
+    try:
+        chain = material.x509_certificate_chain
+        raw = (
+            material.certificate.raw_bytes
+            if material.certificate is not None
+            else chain.certificates[0].raw_bytes
+            if chain is not None and chain.certificates
+            else None
+        )
+        if raw is None:
+            raise CheckError("bundle has no certificate and no public key, expected one")
+        leaf = load_der_certificate(raw, "bundle certificate")
+        signed = _bundle_signed(model, context)
+    except (CheckError, InputError) as exc:
+        run.fail("bundle", f"not a usable sigstore bundle: {exc}")
+        return None, None
+    run.ok("bundle", "certificate bundle without a log entry, verified step by step")
+    times = _timestamps(model, signed, context, run)
+    if times is None:
+        return None, CertificateDetails.from_certificate(leaf)
+    trust, policy = context.trust, context.policy
+
+    def no_log(_: Material) -> datetime | None:
+        if trust.rekor_logs and policy.transparency_log.required:
+            run.fail(
+                "transparency-log",
+                "bundle has no log entry, expected one (the trust root has a transparency log "
+                "and the policy requires it)",
+            )
+        elif not trust.rekor_logs:
+            run.ok("transparency-log", f"not applicable: trust root {trust.name} has no log")
+        else:
+            run.ok("transparency-log", "not required by the policy")
+        return None
+
+    signer = _verify_keyless(leaf, signed, context, run, no_log, timestamps=times)
+    _check_bundle_subject(model, signed, context, run)
+    return signer, CertificateDetails.from_certificate(leaf)
+
+
+def _verify_intoto_bundle(bundle: Bundle, context: _Context, run: _Run) -> str | None:
     """(B2) to (B4) for a certificate bundle whose log entry is intoto (0.0.1 or 0.0.2)."""
     model = bundle._inner
     try:
@@ -830,22 +1032,9 @@ def _verify_intoto_bundle(
         run.fail("bundle", f"not a usable sigstore bundle: {exc}")
         return None
     run.ok("bundle", "dsse bundle with an intoto log entry, verified step by step")
-    # Timestamp authorities: sigstore-python verifies each signed timestamp.
-    times: list[datetime] = []
-    stamps = model.verification_material.timestamp_verification_data
-    count = len(stamps.rfc3161_timestamps) if stamps is not None else 0
-    if count:
-        try:
-            if not context.trust.timestamp_authorities:
-                raise CheckError(
-                    "bundle has signed timestamps, expected a trust root with timestamp "
-                    "authorities to verify them"
-                )
-            times = [t.time for t in verifier._verify_timestamp_authority(bundle)]
-            run.ok("timestamp", f"{len(times)} of {count} signed timestamps verified")
-        except (CheckError, SigstoreError, ValueError) as exc:
-            run.fail("timestamp", str(exc))
-            return None
+    times = _timestamps(model, signed, context, run)
+    if times is None:
+        return None
     signer = _verify_keyless(
         bundle.signing_certificate,
         signed,

@@ -40,12 +40,46 @@ CONTAINERS_IMAGE = COSIGN_OCI / "containers-image"
 SLSA_VERIFIER = COSIGN_OCI / "slsa-verifier"
 COSIGN_BUNDLE = COSIGN_OCI / "cosign-bundle-v03"
 
+GITHUB_ATTESTATIONS = DATA / "github-attestations"
+GITHUB_ROOT = DATA / "trust-roots" / "github" / "github-trusted-root.kyverno-testdata.json"
+# GitHub's artifact attestation for this image (opa-provider), made by GitHub's private instance.
+GITHUB_IMAGE = "sha256:d57f9212097b86c8d75158ea1d974721e7c6f8c33bd77838b242c8f6a2d21813"
+GITHUB_IMAGE_SIGNER = (
+    "https://github.com/github/artifact-attestations-opa-provider/.github/workflows/"
+    "docker.yaml@refs/pull/31/merge"
+)
+CLI_CLI = GITHUB_ATTESTATIONS / "cli-cli"
+WHL = CLI_CLI / "github_provenance_demo-0.0.12-py3-none-any.whl"
+WHL_SIGNER = (
+    "https://github.com/actions/attest-demo/.github/workflows/build-python.yml@refs/heads/main"
+)
+
 GITHUB_OAUTH = "https://github.com/login/oauth"
 GITHUB_ACTIONS = "https://token.actions.githubusercontent.com"
 
 
 def production_root() -> TrustRoot:
     return TrustRoot.from_json(PRODUCTION_ROOT.read_bytes())
+
+
+def github_root() -> TrustRoot:
+    """GitHub's private Sigstore instance: Fulcio and TSA, no transparency or CT log."""
+    return TrustRoot.from_json(GITHUB_ROOT.read_bytes(), "github")
+
+
+def github_bundle() -> BundleSignature:
+    data = (
+        GITHUB_ATTESTATIONS / "artifact-attestations-opa-provider" / "okBundle.sigstore.json"
+    ).read_bytes()
+    return BundleSignature(
+        bundle=data, manifest_digest=sha256_digest(data), source="github:referrer"
+    )
+
+
+def whl_bundle(variant: str = "") -> bytes:
+    """cli/cli's attestation of the demo wheel (`variant`: `-missing-cert`, ...), one JSON line."""
+    name = f"github_provenance_demo-0.0.12-py3-none-any-bundle{variant}.jsonl"
+    return (CLI_CLI / name).read_bytes().strip()
 
 
 def sha256_digest(data: bytes) -> str:
@@ -155,7 +189,7 @@ def cosign_bundle() -> BundleSignature:
 
 
 def run(
-    trust: TrustRoot,
+    trust: TrustRoot | Sequence[TrustRoot],
     image: str,
     signatures: Sequence[Signature],
     policy: Mapping[str, Any],
@@ -163,12 +197,14 @@ def run(
     *,
     now: datetime,
 ) -> ImageResult:
-    """`verify_image` as the tests call it: a policy mapping, at most one entry per lookup."""
+    """`verify_image` as the tests call it: a policy mapping (which may name any of the
+    `trust` roots), at most one entry per lookup."""
+    roots = [trust] if isinstance(trust, TrustRoot) else list(trust)
     return verify_image(
         image_digest=image,
         signatures=signatures,
         log_entries={k: () if v is None else (v,) for k, v in (log_entries or {}).items()},
-        policy=policy_from_mapping(policy),
+        policy=policy_from_mapping(policy, trust_roots=[r.name for r in roots]),
         trust=trust,
         now=now,
     )

@@ -123,6 +123,8 @@ def test_result_to_dict_is_camel_case_json() -> None:
         "signer",
         "certificate",
         "logEntry",
+        "predicateType",
+        "trustRoot",
         "reasons",
     }
     assert sig["kind"] == "cosign-signature" and sig["digest"] == signed.layer.layer_digest
