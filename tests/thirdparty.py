@@ -377,6 +377,46 @@ def push_slsa_verifier(pusher: Pusher) -> list[Case]:
                 signer=identity,
             )
         )
+        # slsa-verifier's own check: the provenance's builder and source repository.
+        source = "predicate.invocation.configSource.uri"
+        provenance = {
+            "certificateIdentity": identity,
+            "certificateOidcIssuer": GITHUB_ACTIONS,
+            "attestations": [
+                {
+                    "name": "provenance",
+                    "predicateType": "slsaprovenance",
+                    "conditions": [
+                        {"path": "predicate.builder.id", "equals": identity},
+                        {
+                            "path": source,
+                            "startsWith": "git+https://github.com/"
+                            "${certificate.githubWorkflowRepository}@",
+                        },
+                    ],
+                }
+            ],
+        }
+        cases.append(
+            Case(f"slsa-verifier-{version}-provenance", repo, image_digest, provenance, True)
+        )
+        for name, condition in (
+            ("source", {"path": source, "startsWith": "git+https://github.com/other/repo@"}),
+            ("branch", {"path": source, "matches": "@refs/heads/release$"}),
+            ("builder", {"path": "predicate.builder.id", "equals": identity + "x"}),
+        ):
+            wrong = json.loads(json.dumps(provenance))
+            wrong["attestations"][0]["conditions"].append(condition)
+            cases.append(
+                Case(
+                    f"slsa-verifier-{version}-provenance-wrong-{name}",
+                    repo,
+                    image_digest,
+                    wrong,
+                    False,
+                    reason=f"condition {condition['path']}",
+                )
+            )
         cases.append(
             Case(
                 f"slsa-verifier-{version}-wrong-builder",

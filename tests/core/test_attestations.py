@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from service.core import (
     BundleSignature,
@@ -434,3 +435,69 @@ def test_cosign_attestation_kind_is_listed(production: TrustRoot) -> None:
     assert doc["signatures"][0]["predicateType"] == "https://slsa.dev/provenance/v0.2"
     assert doc["signatures"][0]["trustRoot"] == "default"
     assert doc["attestations"][0]["attestations"][0]["kind"] == "cosign-attestation"
+
+
+@pytest.mark.parametrize(
+    ("bundle", "artifact", "identity", "wrong"),
+    [
+        (
+            # a reusable workflow signs on behalf of the repository named in the certificate
+            "reusable-workflow-attestation.sigstore.json",
+            "reusable-workflow-artifact",
+            {
+                "certificateIdentityRegexp": "^https://github\\.com/github/artifact-attestations-"
+                "workflows/\\.github/workflows/attest\\.yml@",
+                "certificateOidcIssuer": GITHUB_ACTIONS,
+                "extensions": {"sourceRepositoryUri": "https://github.com/malancas/attest-demo"},
+            },
+            {"extensions": {"sourceRepositoryUri": "https://github.com/malancas/other"}},
+        ),
+        (
+            "custom-issuer.sigstore.json",
+            "custom-issuer-artifact",
+            {
+                "certificateIdentity": "https://github.com/too-legit/attest/.github/workflows/"
+                "integration.yml@refs/heads/main",
+                "certificateOidcIssuer": GITHUB_ACTIONS + "/hammer-time",
+            },
+            {"certificateOidcIssuer": GITHUB_ACTIONS},
+        ),
+    ],
+)
+def test_cli_cli_public_good_attestations(
+    bundle: str, artifact: str, identity: dict[str, Any], wrong: dict[str, Any]
+) -> None:
+    trust = TrustRoot.from_json((data.CLI_CLI / "trusted_root.json").read_bytes())
+    raw = (data.CLI_CLI / bundle).read_bytes()
+    digest = sha256_digest((data.CLI_CLI / artifact).read_bytes())
+    requirement = {
+        "predicateType": "slsaprovenance1",
+        "conditions": [{"path": "subject[0].digest.sha256", "equals": digest.split(":")[1]}],
+    }
+
+    def verify(policy: dict[str, Any]) -> bool:
+        parsed = policy_from_mapping({**policy, "attestations": [requirement]})
+        result = verify_artifact(
+            bundle=raw, artifact_digest=digest, policy=parsed, trust=trust, now=NOW
+        )
+        return result.verified
+
+    assert verify(identity)
+    assert not verify({**identity, **wrong})
+
+
+def test_the_readmes_attestation_policy_example(production: TrustRoot) -> None:
+    """The YAML policy in the README parses, and says of slsa-verifier's image what it should:
+    the provenance holds, and there is no SBOM."""
+    readme = (data.DATA.parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Attestations") :]
+    example = yaml.safe_load(section[section.index("```yaml") + 7 : section.index("```\n", 10)])
+    image, atts = slsa_attestations("v2.1.0")
+    result = run(production, image, atts, example)
+    provenance, sbom = result.attestations
+    assert provenance.satisfied, provenance.reasons
+    assert not sbom.satisfied and not result.verified
+    assert result.reasons == (
+        "attestation sbom: found no attestation of type https://spdx.dev/Document "
+        "(types found: https://slsa.dev/provenance/v0.2)",
+    )

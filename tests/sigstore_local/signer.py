@@ -313,6 +313,53 @@ CREATED = "org.opencontainers.image.created"
 EMPTY_CONFIG = b"{}"
 
 
+def push_bundle_referrer(
+    pusher: Pusher,
+    repo: str,
+    subject: Descriptor,
+    bundle: bytes,
+    *,
+    content: str,
+    predicate_type: str | None = None,
+    created: datetime | None = None,
+) -> tuple[Descriptor, str, Descriptor]:
+    """What cosign v3 does on a registry without the referrers API: the bundle as a referrer
+    manifest of `subject`, listed in the referrers tag index `sha256-<hex>`. Returns the
+    referrer, the tag and the index."""
+    blob = pusher.blob(repo, bundle, BUNDLE_V03)
+    empty = pusher.blob(repo, EMPTY_CONFIG, OCI_EMPTY)
+    annotations: dict[str, str] = {REFERRERS_CONTENT: content}
+    if predicate_type:
+        annotations[REFERRERS_PREDICATE] = predicate_type
+    when = created or datetime.now(UTC)
+    annotations[CREATED] = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    manifest = canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": BUNDLE_V03,
+            "config": empty.to_json(),
+            "layers": [blob.to_json()],
+            "subject": subject.to_json(),
+            "annotations": annotations,
+        }
+    )
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    pushed = pusher.manifest(repo, digest, manifest, OCI_MANIFEST)
+    entry = Descriptor(
+        OCI_MANIFEST, pushed.digest, pushed.size, annotations, artifact_type=BUNDLE_V03
+    ).to_json()
+    tag = subject.digest.replace(":", "-")
+    listed: list[dict[str, Any]] = []
+    existing = pusher.get_manifest(repo, tag)
+    if existing.status_code == 200:
+        listed = list(json.loads(existing.content).get("manifests", []))
+    if all(item.get("digest") != pushed.digest for item in listed):
+        listed.append(entry)
+    index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed})
+    return pushed, tag, pusher.manifest(repo, tag, index, OCI_INDEX)
+
+
 @dataclass(frozen=True)
 class Image:
     """An image (or index) in the registry, and how to refer to it."""
@@ -531,40 +578,13 @@ class RegistrySigner:
         self, image: Image, signed: SignedBundle, *, created: datetime | None = None
     ) -> Attached:
         """Push `signed` as a referrer of `image` and list it in the referrers tag index."""
-        repo = image.repository
-        data = signed.to_json()
-        blob = self.pusher.blob(repo, data, BUNDLE_V03)
-        empty = self.pusher.blob(repo, EMPTY_CONFIG, OCI_EMPTY)
-        annotations: dict[str, str] = {REFERRERS_CONTENT: signed.content}
-        if signed.predicate_type:
-            annotations[REFERRERS_PREDICATE] = signed.predicate_type
-        when = created or datetime.now(UTC)
-        annotations[CREATED] = (
-            when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+        pushed, tag, index_desc = push_bundle_referrer(
+            self.pusher,
+            image.repository,
+            image.descriptor(),
+            signed.to_json(),
+            content=signed.content,
+            predicate_type=signed.predicate_type,
+            created=created,
         )
-        manifest = canonical(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "artifactType": BUNDLE_V03,
-                "config": empty.to_json(),
-                "layers": [blob.to_json()],
-                "subject": image.descriptor().to_json(),
-                "annotations": annotations,
-            }
-        )
-        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        pushed = self.pusher.manifest(repo, digest, manifest, OCI_MANIFEST)
-        entry = Descriptor(
-            OCI_MANIFEST, pushed.digest, pushed.size, annotations, artifact_type=BUNDLE_V03
-        ).to_json()
-        tag = image.tag_for("")
-        listed: list[dict[str, Any]] = []
-        existing = self.pusher.get_manifest(repo, tag)
-        if existing.status_code == 200:
-            listed = list(json.loads(existing.content).get("manifests", []))
-        if all(item.get("digest") != pushed.digest for item in listed):
-            listed.append(entry)
-        index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed})
-        index_desc = self.pusher.manifest(repo, tag, index, OCI_INDEX)
         return Attached(image, tag, pushed.digest, bundle=signed, index_digest=index_desc.digest)
