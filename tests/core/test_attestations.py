@@ -501,3 +501,20 @@ def test_the_readmes_attestation_policy_example(production: TrustRoot) -> None:
         "attestation sbom: found no attestation of type https://spdx.dev/Document "
         "(types found: https://slsa.dev/provenance/v0.2)",
     )
+
+
+def test_cosigns_v03_bundle_as_a_custom_attestation(production: TrustRoot) -> None:
+    """cosign's own OCI bundle test data: `cosign attest --type custom` in the new format."""
+    requirement = {
+        "predicateType": "custom",
+        "identities": [{"certificateIdentity": "cody@soyland.com"}],
+        "conditions": [{"path": "predicate.Data", "equals": '{"foo": "bar"}\n'}],
+    }
+    policy = {"certificateIdentityRegexp": ".*", "attestations": [requirement]}
+    bundle = data.cosign_bundle()
+    assert run(production, data.COSIGN_BUNDLE_IMAGE, [bundle], policy).verified
+    requirement["conditions"] = [{"path": "predicate.Data", "equals": '{"foo": "baz"}\n'}]
+    assert not run(production, data.COSIGN_BUNDLE_IMAGE, [bundle], policy).verified
+    requirement["conditions"] = []
+    requirement["identities"] = [{"certificateIdentity": "someone@else.example"}]
+    assert not run(production, data.COSIGN_BUNDLE_IMAGE, [bundle], policy).verified
