@@ -35,7 +35,9 @@ CHART_MANAGED = {"bind", "data_dir", "redis_url", "signing_key_file", "docker_co
                  # HTTPS: from admissionWebhook.tls.existingSecret when the webhook is on.
                  "tls_cert_file", "tls_key_file",
                  # Secrets never go into a ConfigMap: tokens come from apiTokens.existingSecret.
-                 "api_tokens", "retired_key_files"}  # fmt: skip
+                 "api_tokens", "retired_key_files",
+                 # Each from trustRoot.extra, mounted from its ConfigMap.
+                 "trust_roots"}  # fmt: skip
 # Variables that are not sigverify settings but that the chart may set.
 OTHER_ENV = {"REDIS_PASSWORD", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
 FILE_SETTINGS = {"SIGVERIFY_SIGNING_KEY_FILE", "SIGVERIFY_DOCKER_CONFIG",
@@ -55,7 +57,7 @@ def rendered(case: str) -> Rendered:
 
 def test_there_is_a_ci_values_file_per_optional_feature() -> None:
     features = {"redis-external", "redis-off", "servicemonitor", "webhook", "secrets", "hpa-off",
-                "networkpolicy-off", "digest", "config", "policies"}  # fmt: skip
+                "networkpolicy-off", "digest", "config", "policies", "trust-roots"}  # fmt: skip
     assert features <= set(CASES)
 
 
@@ -264,6 +266,18 @@ def test_every_variable_is_a_setting_the_service_accepts(case: str, tmp_path: Pa
             stand_in = tmp_path / path.name
             stand_in.write_text("x")
             start_env[name] = str(stand_in)
+        elif name == "SIGVERIFY_TRUST_ROOTS":
+            assert value is not None
+            stand_ins = []
+            for item in value.split(","):
+                root, _, file = item.partition("=")
+                path = Path(file)
+                source = volumes[mounts[str(path.parent)]]
+                assert [i["path"] for i in source["configMap"]["items"]] == [path.name], item
+                stand_in = tmp_path / f"{root}.json"
+                stand_in.write_text("x")
+                stand_ins.append(f"{root}={stand_in}")
+            start_env[name] = ",".join(stand_ins)
         elif value is None or "$(" in value:
             start_env[name] = "redis://:pw@redis.example:6379/0"
         else:
@@ -582,3 +596,14 @@ def test_notes_warn_about_what_production_needs() -> None:
     assert "DEVELOPMENT key" not in _notes("secrets")
     assert "no Redis" in _notes("redis-off") and "no Redis" not in notes
     assert "HTTPS only" in _notes("webhook")
+
+
+def test_extra_trust_roots_are_mounted_and_named() -> None:
+    r = rendered("trust-roots")
+    env = _container_env(r)
+    assert (
+        env["SIGVERIFY_TRUST_ROOTS"] == "github=/etc/sigverify/trust-roots/github/trusted_root.json"
+    )
+    volumes = {v["name"]: v for v in r.server["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["trust-root-github"]["configMap"]["name"] == "github-trusted-root"
+    assert "SIGVERIFY_TRUST_ROOTS" not in _container_env(rendered("defaults"))

@@ -107,6 +107,7 @@ Where the pods mount what the chart gives them. The SIGVERIFY_* file settings po
 {{- define "sigverify.paths.signingKey" -}}/etc/sigverify/signing-key/signing-key.pem{{- end }}
 {{- define "sigverify.paths.dockerConfig" -}}/etc/sigverify/registry-credentials/config.json{{- end }}
 {{- define "sigverify.paths.trustRoot" -}}/etc/sigverify/trust-root/trusted_root.json{{- end }}
+{{- define "sigverify.paths.extraTrustRoots" -}}/etc/sigverify/trust-roots{{- end }}
 {{- define "sigverify.paths.policies" -}}/etc/sigverify/policies/policies.yaml{{- end }}
 {{- define "sigverify.paths.apiTokens" -}}/etc/sigverify/api-tokens{{- end }}
 {{- define "sigverify.paths.tlsCert" -}}/etc/sigverify/tls-cert/tls.crt{{- end }}
