@@ -94,7 +94,7 @@ def is_public(path: str, *, admission: bool = False) -> bool:
 def authenticate(tokens: Tokens) -> None:
     """Before every request: set `g.tenant` (None when auth is off), or answer 401."""
     g.tenant = None
-    admission = services().settings.admission_policy is not None
+    admission = services().admission_configured
     if not tokens.enabled or is_public(request.path, admission=admission):
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
