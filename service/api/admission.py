@@ -318,7 +318,13 @@ def admission() -> Response:
         )
     chosen = ChosenPolicy(named.policy, named.name, named.mode)
     jobs = [(image, chosen) for image in review.images]
-    results = verify_all(svc, jobs, timeout=max(0.0, deadline - time.monotonic()))
+    budget = svc.settings.admission_timeout
+    results = verify_all(
+        svc,
+        jobs,
+        timeout=max(0.0, deadline - time.monotonic()),
+        late=f"not verified within the time budget of {budget:g}s",
+    )
     failures = [f for f in map(failure_of, results) if f is not None]
     response = decide(review.uid, named.name, named.mode, len(review.images), failures)
     if failures:

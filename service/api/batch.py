@@ -47,12 +47,17 @@ def verify_batch() -> Response:
 
 
 def verify_all(
-    svc: Services, jobs: Sequence[tuple[str, ChosenPolicy]], *, timeout: float | None = None
+    svc: Services,
+    jobs: Sequence[tuple[str, ChosenPolicy]],
+    *,
+    timeout: float | None = None,
+    late: str = "not verified in time",
 ) -> list[dict[str, Any]]:
     """Each (image, policy) job's result, in order, verified concurrently within
     SIGVERIFY_BATCH_CONCURRENCY: `{image, status, verdict}` or `{image, status, problem}`.
 
-    With `timeout` (seconds), this returns by then: a job not finished is a 504 problem. Jobs
+    With `timeout` (seconds), this returns by then: a job not finished is a 504 problem whose
+    detail is `late`. Jobs
     not started are cancelled; a running one cannot be interrupted, so it ends in the
     background within its own registry and Rekor timeouts (its verdict is cached for the
     next request). Never raises for one image's failure; call it from a request."""
@@ -72,19 +77,14 @@ def verify_all(
         # With a timeout, do not wait for stragglers; without one, every job has finished.
         pool.shutdown(wait=timeout is None, cancel_futures=True)
     return [
-        future.result() if future.done() and not future.cancelled() else _late(image, path, timeout)
+        future.result() if future.done() and not future.cancelled() else _late(image, path, late)
         for future, (image, _) in zip(futures, jobs, strict=True)
     ]
 
 
-def _late(image: str, path: str, timeout: float | None) -> dict[str, Any]:
-    """The result of a job that did not finish within `timeout` seconds."""
-    late = ApiProblem(
-        504,
-        "Gateway Timeout",
-        f"not verified within the time budget of {timeout:g}s",
-        kind="verification-timeout",
-    )
+def _late(image: str, path: str, detail: str) -> dict[str, Any]:
+    """The result of a job that did not finish in time."""
+    late = ApiProblem(504, "Gateway Timeout", detail, kind="verification-timeout")
     return {"image": image, "status": late.status, "problem": late.body(path)}
 
 
