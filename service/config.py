@@ -313,13 +313,22 @@ SETTINGS: tuple[Setting, ...] = (
         "admission_policy",
         "",
         _opt_str,
-        "Named policy (in SIGVERIFY_POLICY_FILE) POST /v1/admission applies; empty: no webhook.",
+        "Named policy (in SIGVERIFY_POLICY_FILE) POST /v1/admission applies where the file's "
+        "`admission` section names none; empty and no section: no webhook.",
     ),
     Setting(
         "admission_exempt_namespaces",
         "kube-system",
         _list,
-        "Namespaces (comma-separated) whose admission reviews are allowed without verification.",
+        "Namespaces (comma-separated) admitted without verification; the policy file's "
+        "admission.exempt, when present, replaces this list.",
+    ),
+    Setting(
+        "admission_timeout",
+        "8",
+        _float(0.5, 29),
+        "Seconds POST /v1/admission takes at most; an image not verified by then cannot be "
+        "verified now (keep it below the webhook's timeoutSeconds).",
     ),
     Setting(
         "api_tokens",
@@ -392,6 +401,7 @@ class Settings:
     inline_policies: bool = True
     admission_policy: str | None = None
     admission_exempt_namespaces: tuple[str, ...] = ("kube-system",)
+    admission_timeout: float = 8.0
     api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_tokens_file: Path | None = None
     badges: bool = True

@@ -7,6 +7,10 @@ policies:
     mode: enforce                      # or audit: a failure is reported, not enforced
     description: Images built by our release workflow
     policy: {certificateIdentity: ..., certificateOidcIssuer: ...}   # as POST /v1/verify takes
+admission:                             # optional: which policy POST /v1/admission applies where
+  default: release                     # namespaces not listed below (omitted: they are denied)
+  namespaces: {payments: release, dev: legacy-audit}
+  exempt: [kube-system]                # never verified (omitted: SIGVERIFY_ADMISSION_EXEMPT_...)
 ```
 
 The file is read at start (an invalid file stops the start) and again when it changes; an
@@ -33,6 +37,10 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 1 << 20
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _FIELDS = {"name", "tenant", "mode", "description", "policy"}
+_SECTIONS = {"policies", "admission"}
+_ADMISSION_FIELDS = {"default", "namespaces", "exempt"}
+# A Kubernetes namespace name: an RFC 1123 DNS label.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 Mode = Literal["enforce", "audit"]
 
@@ -63,6 +71,32 @@ class NamedPolicy:
         }
 
 
+@dataclass(frozen=True)
+class AdmissionRules:
+    """The file's `admission` section: the named policy the webhook applies in each namespace.
+
+    Every name is one of the file's policies (checked on parsing). A namespace that is neither
+    listed nor exempt gets `default`; with no `default` it has no policy, and is denied."""
+
+    default: str | None
+    namespaces: Mapping[str, str]
+    exempt: tuple[str, ...] | None  # None: not in the file, the setting's list applies
+
+    def policy_for(self, namespace: str | None) -> str | None:
+        """The policy name for `namespace`'s objects (None: no policy applies)."""
+        if namespace is not None and namespace in self.namespaces:
+            return self.namespaces[namespace]
+        return self.default
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """The whole file, parsed: the named policies, and the admission rules if it has them."""
+
+    policies: Mapping[str, NamedPolicy]
+    admission: AdmissionRules | None
+
+
 def parse_policies(
     data: bytes,
     *,
@@ -70,15 +104,41 @@ def parse_policies(
     trust_roots: Collection[str] = (core.DEFAULT_TRUST_ROOT,),
 ) -> dict[str, NamedPolicy]:
     """Every policy in the file, by name; `PolicyFileError` on the first problem."""
+    parsed = parse_policy_file(data, max_regexp_length=max_regexp_length, trust_roots=trust_roots)
+    return dict(parsed.policies)
+
+
+def parse_policy_file(
+    data: bytes,
+    *,
+    max_regexp_length: int,
+    trust_roots: Collection[str] = (core.DEFAULT_TRUST_ROOT,),
+) -> PolicyFile:
+    """The policies and the admission rules; `PolicyFileError` on the first problem."""
     if len(data) > MAX_FILE_BYTES:
         raise PolicyFileError(f"found {len(data)} bytes, expected at most {MAX_FILE_BYTES}")
     try:
         document = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise PolicyFileError(f"not valid YAML: {exc}") from None
-    if not isinstance(document, dict) or set(document) != {"policies"}:
-        raise PolicyFileError("expected a mapping with one key, `policies`")
-    items = document["policies"]
+    if not isinstance(document, dict) or "policies" not in document:
+        raise PolicyFileError("expected a mapping with the key `policies` (and maybe `admission`)")
+    unknown_sections = sorted(set(document) - _SECTIONS, key=str)
+    if unknown_sections:
+        raise PolicyFileError(f"{unknown_sections[0]!s:.80}: unknown section")
+    policies = _parse_named(
+        document["policies"], max_regexp_length=max_regexp_length, trust_roots=trust_roots
+    )
+    admission = None
+    if "admission" in document:
+        admission = _parse_admission(document["admission"], policies)
+    return PolicyFile(policies, admission)
+
+
+def _parse_named(
+    items: Any, *, max_regexp_length: int, trust_roots: Collection[str]
+) -> dict[str, NamedPolicy]:
+    """The `policies` list, by name."""
     if not isinstance(items, list):
         raise PolicyFileError("policies: expected a list")
     found: dict[str, NamedPolicy] = {}
@@ -120,6 +180,58 @@ def parse_policies(
     return found
 
 
+def _policy_name(value: Any, where: str, policies: Mapping[str, NamedPolicy]) -> str:
+    if not isinstance(value, str) or value not in policies:
+        known = ", ".join(sorted(policies)) or "none"
+        raise PolicyFileError(
+            f"{where}: expected the name of one of `policies` ({known}), found {value!r:.80}"
+        )
+    return value
+
+
+def _namespace(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
+        raise PolicyFileError(
+            f"{where}: expected a namespace name (a DNS label), found {value!r:.80}"
+        )
+    return value
+
+
+def _parse_admission(section: Any, policies: Mapping[str, NamedPolicy]) -> AdmissionRules:
+    """The `admission` section; every policy it names must be in `policies`."""
+    if not isinstance(section, dict):
+        raise PolicyFileError("admission: expected a mapping")
+    unknown = sorted(set(section) - _ADMISSION_FIELDS, key=str)
+    if unknown:
+        raise PolicyFileError(f"admission.{unknown[0]!s:.80}: unknown field")
+    if "default" not in section and "namespaces" not in section:
+        # An empty section would deny every namespace: surely not what was meant.
+        raise PolicyFileError("admission: expected `default` or `namespaces` (or both)")
+    default = None
+    if "default" in section:
+        default = _policy_name(section["default"], "admission.default", policies)
+    raw = section.get("namespaces", {})
+    if not isinstance(raw, dict):
+        raise PolicyFileError("admission.namespaces: expected a mapping of namespace to policy")
+    namespaces: dict[str, str] = {}
+    for key, value in raw.items():
+        where = f"admission.namespaces.{key!s:.80}"
+        namespaces[_namespace(key, where)] = _policy_name(value, where, policies)
+    exempt: tuple[str, ...] | None = None
+    if "exempt" in section:
+        listed = section["exempt"]
+        if not isinstance(listed, list):
+            raise PolicyFileError("admission.exempt: expected a list of namespaces")
+        exempt = tuple(_namespace(x, f"admission.exempt[{i}]") for i, x in enumerate(listed))
+        both = sorted(set(exempt) & set(namespaces))
+        if both:
+            raise PolicyFileError(
+                f"admission.exempt: {both[0]!r} is also in admission.namespaces; "
+                "a namespace is either verified or exempt"
+            )
+    return AdmissionRules(default, namespaces, exempt)
+
+
 class PolicyStore:
     """The named policies in force, re-read when the file changes (checked at most once per
     `check_interval` seconds, on use)."""
@@ -139,31 +251,36 @@ class PolicyStore:
         self._interval = check_interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._policies: dict[str, NamedPolicy] = {}
+        self._file = PolicyFile({}, None)
         self._stamp: tuple[int, int] | None = None
         self._checked = float("-inf")
         self.last_error: str | None = None
         if path is not None:
-            self._policies = self._read(path)  # an invalid file at start is fatal
+            self._read(path)  # an invalid file at start is fatal
 
     def get(self, name: str) -> NamedPolicy | None:
         self._refresh()
-        return self._policies.get(name)
+        return self._file.policies.get(name)
+
+    def current(self) -> PolicyFile:
+        """The version in force, whole: its policies and admission rules belong together."""
+        self._refresh()
+        return self._file
 
     def visible_to(self, tenant: str | None) -> list[NamedPolicy]:
         """The policies `tenant` may use; every policy when auth is off (`tenant` None)."""
         self._refresh()
-        return [p for p in self._policies.values() if tenant is None or p.tenant == tenant]
+        return [p for p in self._file.policies.values() if tenant is None or p.tenant == tenant]
 
-    def _read(self, path: Path) -> dict[str, NamedPolicy]:
+    def _read(self, path: Path) -> None:
         stat = path.stat()
-        policies = parse_policies(
+        parsed = parse_policy_file(
             path.read_bytes(),
             max_regexp_length=self._max_regexp_length,
             trust_roots=self._trust_roots,
         )
         self._stamp = (stat.st_mtime_ns, stat.st_size)
-        return policies
+        self._file = parsed
 
     def _refresh(self) -> None:
         if self.path is None or self._clock() - self._checked < self._interval:
@@ -179,13 +296,17 @@ class PolicyStore:
                 if stamp == self._stamp:
                     return
                 self._stamp = stamp  # a rejected version is not read again until it changes
-                self._policies = parse_policies(
+                parsed = parse_policy_file(
                     self.path.read_bytes(),
                     max_regexp_length=self._max_regexp_length,
                     trust_roots=self._trust_roots,
                 )
+                # One assignment: a reader sees the policies and rules of one version.
+                self._file = parsed
                 self.last_error = None
-                log.info("policy file %s reloaded: %d policies", self.path, len(self._policies))
+                log.info(
+                    "policy file %s reloaded: %d policies", self.path, len(self._file.policies)
+                )
             except (OSError, PolicyFileError) as exc:
                 self.last_error = f"{self.path}: {exc}"
                 log.error("policy file rejected, the previous version stays in force: %s", exc)

@@ -38,6 +38,15 @@ class Services:
     tokens: Tokens
     telemetry: Telemetry
 
+    @property
+    def admission_configured(self) -> bool:
+        """Whether POST /v1/admission answers: a default admission policy is set, or the
+        policy file has an `admission` section."""
+        return (
+            self.settings.admission_policy is not None
+            or self.policies.current().admission is not None
+        )
+
 
 def services() -> Services:
     """The services of the app handling the current request."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.policies import PolicyFileError, PolicyStore, parse_policies
+from service.policies import PolicyFileError, PolicyStore, parse_policies, parse_policy_file
 
 GOOD = b"""
 policies:
@@ -49,7 +49,7 @@ def test_a_good_file() -> None:
         ((b"description: the", b"descripton: the"), "(release).descripton: unknown field"),
         ((b"name: legacy-audit", b"name: release"), "defined twice"),
         ((b"certificateIdentity: https", b"certificateIdentiy: https"), "(release).policy"),
-        ((b"policies:", b"policy:"), "one key, `policies`"),
+        ((b"policies:", b"policy:"), "the key `policies`"),
         ((b"    tenant: platform", b"    tenant: [platform"), "not valid YAML"),
     ],
 )
@@ -95,3 +95,88 @@ def test_an_invalid_file_stops_the_start(tmp_path: Path) -> None:
     path.write_bytes(b"policies: 3")
     with pytest.raises(SettingsError, match="SIGVERIFY_POLICY_FILE"):
         create_app(Settings(data_dir=tmp_path, policy_file=path, rekor_url="http://127.0.0.1:1"))
+
+
+ADMISSION = b"""
+admission:
+  default: release
+  namespaces:
+    payments: release
+    dev: legacy-audit
+  exempt: [kube-system, sandbox]
+"""
+
+
+def test_an_admission_section() -> None:
+    parsed = parse_policy_file(_good() + ADMISSION, max_regexp_length=256)
+    rules = parsed.admission
+    assert rules is not None
+    assert (rules.policy_for("payments"), rules.policy_for("dev")) == ("release", "legacy-audit")
+    assert rules.policy_for("shop") == "release"  # the default
+    assert rules.exempt == ("kube-system", "sandbox")
+    assert parse_policy_file(_good(), max_regexp_length=256).admission is None
+
+
+def test_without_a_default_an_unlisted_namespace_has_no_policy() -> None:
+    data = _good() + b"admission: {namespaces: {dev: legacy-audit}}\n"
+    rules = parse_policy_file(data, max_regexp_length=256).admission
+    assert rules is not None
+    assert rules.policy_for("dev") == "legacy-audit"
+    assert rules.policy_for("shop") is None and rules.policy_for(None) is None
+    assert rules.exempt is None  # not said: the setting's list applies
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ((b"default: release", b"default: relase"),
+         "admission.default: expected the name of one of `policies` (legacy-audit, release), "
+         "found 'relase'"),
+        ((b"dev: legacy-audit", b"dev: strict"), "admission.namespaces.dev: expected the name"),
+        ((b"payments: release", b"Payments: release"), "admission.namespaces.Payments: expected "
+         "a namespace name"),
+        ((b"exempt: [kube-system, sandbox]", b"exempt: [kube-system, dev]"),
+         "'dev' is also in admission.namespaces"),
+        ((b"exempt: [kube-system, sandbox]", b"exempt: kube-system"),
+         "admission.exempt: expected a list"),
+        ((b"exempt: [kube-system, sandbox]", b"exempt: [kube-system, 7]"), "admission.exempt[1]"),
+        ((b"  default: release", b"  defualt: release"), "admission.defualt: unknown field"),
+        ((b"  namespaces:\n    payments: release\n    dev: legacy-audit\n",
+          b"  namespaces: [payments]\n"), "admission.namespaces: "
+         "expected a mapping"),
+        ((b"admission:", b"admision:"), "admision: unknown section"),
+    ],
+)  # fmt: skip
+def test_a_bad_admission_section_is_refused_whole_with_the_field_named(
+    change: tuple[bytes, bytes], fragment: str
+) -> None:
+    with pytest.raises(PolicyFileError) as refused:
+        parse_policy_file(_good() + ADMISSION.replace(*change, 1), max_regexp_length=256)
+    assert fragment in str(refused.value)
+
+
+def test_an_empty_admission_section_is_refused() -> None:
+    for empty in (b"admission: {}\n", b"admission: {exempt: [kube-system]}\n"):
+        with pytest.raises(PolicyFileError, match="expected `default` or `namespaces`"):
+            parse_policy_file(_good() + empty, max_regexp_length=256)
+    with pytest.raises(PolicyFileError, match="admission: expected a mapping"):
+        parse_policy_file(_good() + b"admission: [dev]\n", max_regexp_length=256)
+
+
+def test_a_reload_swaps_policies_and_rules_together(tmp_path: Path) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_bytes(_good() + ADMISSION)
+    now = [0.0]
+    store = PolicyStore(path, max_regexp_length=256, check_interval=1.0, clock=lambda: now[0])
+    first = store.current()
+    assert first.admission is not None and first.admission.policy_for("dev") == "legacy-audit"
+    # A new version whose rules name a policy it does not define is refused whole.
+    path.write_bytes(_good() + ADMISSION.replace(b"dev: legacy-audit", b"dev: gone"))
+    os.utime(path, ns=(1, 2_000_000_000_000_000_000))
+    now[0] = 2.0
+    assert store.current() is first
+    assert store.last_error is not None and "admission.namespaces.dev" in store.last_error
+    path.write_bytes(_good())
+    os.utime(path, ns=(1, 3_000_000_000_000_000_000))
+    now[0] = 4.0
+    assert store.current().admission is None and store.last_error is None

@@ -3,14 +3,23 @@
 The API server sends a review of a Pod, or of a workload with a pod template (Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob). Every image of its containers, init containers
 and ephemeral containers is verified, concurrently (the batch machinery), against the named
-policy in `SIGVERIFY_ADMISSION_POLICY`, and the policy's mode decides:
+policy for the object's namespace, and the policy's mode decides:
 
-- `enforce`: an image that fails, or that cannot be verified now (registry or Rekor down), denies
-  the object (fail closed); `status.message` names each such image and its first reason.
+- `enforce`: an image that fails, or that cannot be verified now (registry or Rekor down, or not
+  done within SIGVERIFY_ADMISSION_TIMEOUT), denies the object (fail closed); `status.message`
+  names each such image (by tag and the digest it resolved to) and its first reason.
 - `audit`: the object is allowed, with one warning per such image (kubectl shows them).
+Either way a failure adds `auditAnnotations` (the API server's audit log keeps them).
+
+Which policy: the policy file's `admission` section maps namespaces to policies, with a `default`
+for the others; without that section, or without a `default`, SIGVERIFY_ADMISSION_POLICY is the
+default. A namespace that still gets no policy is denied (the webhook was asked about it, so
+someone meant it to be checked). Exempt namespaces (the section's `exempt`, else
+SIGVERIFY_ADMISSION_EXEMPT_NAMESPACES) are allowed unchecked.
 
 A well-formed review is always answered HTTP 200 with `response.uid` echoing `request.uid` (the
-protocol); dry runs are handled alike. A malformed review is a 400 problem naming the field.
+protocol), within the time budget; dry runs are handled alike. A malformed review is a 400
+problem naming the field.
 
 The API server sends no bearer token: while admission is configured the path is public
 (`service.api.auth`); the NetworkPolicy (who may connect) and TLS (`SIGVERIFY_TLS_CERT_FILE`,
@@ -21,6 +30,7 @@ reviews are not charged to a rate limit: the API server is one caller for every 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +41,7 @@ from service.api.batch import verify_all
 from service.api.errors import ApiProblem
 from service.api.verify import ChosenPolicy
 from service.config import PREFIX, Settings, SettingsError
-from service.policies import Mode, PolicyStore
+from service.policies import AdmissionRules, Mode, PolicyStore
 from service.state import services
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,8 @@ MAX_REVIEW_BYTES = 4 << 20
 # The API server may truncate longer warnings; keep each one readable on a terminal.
 MAX_WARNING_CHARS = 256
 MAX_REASON_CHARS = 300
+# Audit annotations end up in every audit event of the request; keep them bounded.
+MAX_ANNOTATION_CHARS = 2048
 DENIED_CODE = 403
 
 # (API group, kind) -> where its pod spec is.
@@ -161,9 +173,20 @@ def parse_review(body: Any) -> Review:
     return Review(uid, operation, namespace, kind, name, images)
 
 
+def image_label(result: Mapping[str, Any]) -> str:
+    """How a result's image is named to a person: a tag with the digest it resolved to
+    (`registry/repo:tag (sha256:...)`), so the answer says what was actually judged."""
+    image = str(result["image"])
+    found = (result.get("verdict") or {}).get("image") or {}
+    digest = found.get("digest")
+    if found.get("resolvedFromTag") is True and isinstance(digest, str) and digest not in image:
+        return f"{image} ({digest})"
+    return image
+
+
 def failure_of(result: Mapping[str, Any]) -> Failure | None:
     """A batch result as an admission failure: None when the image verified."""
-    image = str(result["image"])
+    image = image_label(result)
     verdict = result.get("verdict")
     if verdict is not None:
         if verdict.get("verified") is True:
@@ -180,20 +203,33 @@ def decide(
     uid: str, policy: str, mode: Mode, total: int, failures: Sequence[Failure]
 ) -> dict[str, Any]:
     """The AdmissionResponse: allowed when nothing failed; else denied (enforce) with every
-    failed image in `status.message`, or allowed (audit) with a warning for each."""
+    failed image in `status.message`, or allowed (audit) with a warning for each; either way
+    with audit annotations (the API server prefixes their keys with the webhook's name)."""
     if not failures:
         return {"uid": uid, "allowed": True}
+    listed = "; ".join(f"{f.image}: {f.reason}" for f in failures)
+    verb = "denied" if mode == "enforce" else "would deny (audit)"
+    annotations = {
+        "policy": policy,
+        "verification": _clip(
+            f"{verb} {len(failures)} of {total} image(s): {listed}", MAX_ANNOTATION_CHARS
+        ),
+    }
     if mode == "enforce":
-        listed = "; ".join(f"{f.image}: {f.reason}" for f in failures)
         message = (
             f"sigverify policy {policy!r} denied {len(failures)} of {total} image(s): {listed}"
         )
-        return {"uid": uid, "allowed": False, "status": {"code": DENIED_CODE, "message": message}}
+        return {
+            "uid": uid,
+            "allowed": False,
+            "status": {"code": DENIED_CODE, "message": message},
+            "auditAnnotations": annotations,
+        }
     warnings = [
         _clip(f"sigverify (audit, policy {policy}): {f.image}: {f.reason}", MAX_WARNING_CHARS)
         for f in failures
     ]
-    return {"uid": uid, "allowed": True, "warnings": warnings}
+    return {"uid": uid, "allowed": True, "warnings": warnings, "auditAnnotations": annotations}
 
 
 def _clip(text: str, limit: int) -> str:
@@ -212,19 +248,41 @@ def check_policy(settings: Settings, policies: PolicyStore) -> None:
         )
 
 
+def exempt_namespaces(settings: Settings, rules: AdmissionRules | None) -> tuple[str, ...]:
+    """The file's `admission.exempt` when it has one, else the setting's list."""
+    if rules is not None and rules.exempt is not None:
+        return rules.exempt
+    return settings.admission_exempt_namespaces
+
+
+def policy_name_for(
+    namespace: str | None, rules: AdmissionRules | None, fallback: str | None
+) -> str | None:
+    """The named policy for `namespace`: the file's mapping, its `default`, then the setting."""
+    chosen = rules.policy_for(namespace) if rules is not None else None
+    return chosen if chosen is not None else fallback
+
+
 def _answer(response: dict[str, Any]) -> Response:
     return jsonify(apiVersion=API_VERSION, kind="AdmissionReview", response=response)
+
+
+def _refuse(uid: str, code: int, message: str) -> Response:
+    log.error("admission %s denied: %s", uid, message)
+    return _answer({"uid": uid, "allowed": False, "status": {"code": code, "message": message}})
 
 
 @bp.post("/admission")
 def admission() -> Response:
     svc = services()
-    name = svc.settings.admission_policy
-    if name is None:
+    # The budget counts from here: the API server's timeoutSeconds started a little earlier.
+    deadline = time.monotonic() + svc.settings.admission_timeout
+    if not svc.admission_configured:
         raise ApiProblem(
             404,
             "Not Found",
-            f"admission is not configured: set {PREFIX}ADMISSION_POLICY to a named policy",
+            f"admission is not configured: set {PREFIX}ADMISSION_POLICY to a named policy, "
+            f"or add an `admission` section to {PREFIX}POLICY_FILE",
             kind="admission-not-configured",
         )
     # A Pod with many containers is larger than a verification request.
@@ -239,27 +297,44 @@ def admission() -> Response:
             kind="invalid-request",
             errors={exc.field: [exc.message]},
         ) from None
-    exempt = review.namespace in svc.settings.admission_exempt_namespaces
-    if exempt or not review.images:
+    current = svc.policies.current()  # one version of the file for the whole review
+    rules = current.admission
+    if review.namespace in exempt_namespaces(svc.settings, rules) or not review.images:
         return _answer({"uid": review.uid, "allowed": True})
-    named = svc.policies.get(name)
+    name = policy_name_for(review.namespace, rules, svc.settings.admission_policy)
+    if name is None:  # fail closed: the webhook was asked, so the namespace was meant to be checked
+        return _refuse(
+            review.uid,
+            DENIED_CODE,
+            f"sigverify: no admission policy for namespace {review.namespace!r}: list it under "
+            "admission.namespaces in the policy file, or set admission.default",
+        )
+    named = current.policies.get(name)
     if named is None:  # the file changed since the start: fail closed
-        message = f"sigverify: the admission policy {name!r} is no longer in the policy file"
-        log.error("admission %s denied: %s", review.uid, message)
-        return _answer(
-            {"uid": review.uid, "allowed": False, "status": {"code": 500, "message": message}}
+        return _refuse(
+            review.uid,
+            500,
+            f"sigverify: the admission policy {name!r} is no longer in the policy file",
         )
     chosen = ChosenPolicy(named.policy, named.name, named.mode)
-    results = verify_all(svc, [(image, chosen) for image in review.images])
+    jobs = [(image, chosen) for image in review.images]
+    budget = svc.settings.admission_timeout
+    results = verify_all(
+        svc,
+        jobs,
+        timeout=max(0.0, deadline - time.monotonic()),
+        late=f"not verified within the time budget of {budget:g}s",
+    )
     failures = [f for f in map(failure_of, results) if f is not None]
     response = decide(review.uid, named.name, named.mode, len(review.images), failures)
     if failures:
         log.info(
-            "admission %s of %s %s/%s (%s): %s",
+            "admission %s of %s %s/%s (policy %s, %s): %s",
             review.uid,
             review.kind,
             review.namespace or "-",
             review.name or "-",
+            named.name,
             named.mode,
             "; ".join(f"{f.image}: {f.reason}" for f in failures),
         )

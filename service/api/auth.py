@@ -25,8 +25,9 @@ PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/version", "/openapi.yaml", "/docs", "/metrics", "/v1/keys"}
 )
 PUBLIC_PREFIXES = ("/v1/badge", "/docs/")
-# Public only while SIGVERIFY_ADMISSION_POLICY is set: the Kubernetes API server calls webhooks
-# without our tokens; the NetworkPolicy (who may connect) and TLS protect it instead.
+# Public only while admission is configured (SIGVERIFY_ADMISSION_POLICY, or the policy file's
+# `admission` section): the Kubernetes API server calls webhooks without our tokens; the
+# NetworkPolicy (who may connect) and TLS protect it instead.
 ADMISSION_PATH = "/v1/admission"
 AUTH_OFF_WARNING = (
     f"no API tokens configured ({PREFIX}API_TOKENS, {PREFIX}API_TOKENS_FILE): every caller may "
@@ -94,7 +95,7 @@ def is_public(path: str, *, admission: bool = False) -> bool:
 def authenticate(tokens: Tokens) -> None:
     """Before every request: set `g.tenant` (None when auth is off), or answer 401."""
     g.tenant = None
-    admission = services().settings.admission_policy is not None
+    admission = services().admission_configured
     if not tokens.enabled or is_public(request.path, admission=admission):
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")

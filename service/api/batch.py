@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.api.errors import operational_problem, unexpected_problem
+from service.api.errors import ApiProblem, operational_problem, unexpected_problem
 from service.api.ratelimit import charge
 from service.api.schemas import BatchRequestSchema
 from service.api.verify import ChosenPolicy, choose_policy, load_body
@@ -46,21 +46,46 @@ def verify_batch() -> Response:
     return jsonify(verified=verified, passed=passed, results=results)
 
 
-def verify_all(svc: Services, jobs: Sequence[tuple[str, ChosenPolicy]]) -> list[dict[str, Any]]:
+def verify_all(
+    svc: Services,
+    jobs: Sequence[tuple[str, ChosenPolicy]],
+    *,
+    timeout: float | None = None,
+    late: str = "not verified in time",
+) -> list[dict[str, Any]]:
     """Each (image, policy) job's result, in order, verified concurrently within
     SIGVERIFY_BATCH_CONCURRENCY: `{image, status, verdict}` or `{image, status, problem}`.
 
-    Never raises for one image's failure; call it from a request (batch, admission)."""
+    With `timeout` (seconds), this returns by then: a job not finished is a 504 problem whose
+    detail is `late`. Jobs
+    not started are cancelled; a running one cannot be interrupted, so it ends in the
+    background within its own registry and Rekor timeouts (its verdict is cached for the
+    next request). Never raises for one image's failure; call it from a request."""
     if not jobs:
         return []
     workers = min(svc.settings.batch_concurrency, len(jobs))
     path = request.path  # the request context does not reach the pool's threads
-    # Each job runs in a copy of this context, so its spans are children of the request's.
-    contexts = [contextvars.copy_context() for _ in jobs]
-    with ThreadPoolExecutor(workers, thread_name_prefix="batch") as pool:
-        return list(
-            pool.map(lambda ctx, job: ctx.run(_one, svc, job[0], job[1], path), contexts, jobs)
-        )
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="batch")
+    try:
+        # Each job runs in a copy of this context, so its spans are children of the request's.
+        futures = [
+            pool.submit(contextvars.copy_context().run, _one, svc, image, chosen, path)
+            for image, chosen in jobs
+        ]
+        wait(futures, timeout=timeout)
+    finally:
+        # With a timeout, do not wait for stragglers; without one, every job has finished.
+        pool.shutdown(wait=timeout is None, cancel_futures=True)
+    return [
+        future.result() if future.done() and not future.cancelled() else _late(image, path, late)
+        for future, (image, _) in zip(futures, jobs, strict=True)
+    ]
+
+
+def _late(image: str, path: str, detail: str) -> dict[str, Any]:
+    """The result of a job that did not finish in time."""
+    late = ApiProblem(504, "Gateway Timeout", detail, kind="verification-timeout")
+    return {"image": image, "status": late.status, "problem": late.body(path)}
 
 
 def _one(svc: Services, image: str, chosen: ChosenPolicy, path: str) -> dict[str, Any]:

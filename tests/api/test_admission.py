@@ -15,17 +15,21 @@ import httpx
 import pytest
 
 from service.api.admission import (
+    MAX_ANNOTATION_CHARS,
     MAX_WARNING_CHARS,
     Failure,
     ReviewError,
     decide,
+    exempt_namespaces,
     failure_of,
+    image_label,
     parse_review,
     pod_images,
+    policy_name_for,
 )
 from service.app import create_app
 from service.config import Settings, SettingsError
-from service.policies import PolicyStore
+from service.policies import AdmissionRules, PolicyStore
 from tests.api.conftest import NO_REKOR
 from tests.contract import CheckedClient
 
@@ -86,9 +90,9 @@ def pod_spec(
     return spec
 
 
-def make_client(tmp_path: Path, **settings: Any) -> CheckedClient:
+def make_client(tmp_path: Path, policies: bytes = POLICIES, **settings: Any) -> CheckedClient:
     policy_file = tmp_path / "policies.yaml"
-    policy_file.write_bytes(POLICIES)
+    policy_file.write_bytes(policies)
     base: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "rekor_url": NO_REKOR,
@@ -372,3 +376,86 @@ def test_decide() -> None:
     assert audited["warnings"][0] == "sigverify (audit, policy p): a:1: no signatures"
     assert len(audited["warnings"][1]) == MAX_WARNING_CHARS
     assert audited["warnings"][1].endswith("...")
+    # Both carry audit annotations: keys the API server prefixes with the webhook's name.
+    assert denied["auditAnnotations"]["policy"] == audited["auditAnnotations"]["policy"] == "p"
+    assert denied["auditAnnotations"]["verification"].startswith(
+        "denied 2 of 3 image(s): a:1: no signatures; b:1: xxx"
+    )
+    assert audited["auditAnnotations"]["verification"].startswith("would deny (audit) 2 of 3")
+    many = [Failure(f"img{i}:1", "x" * 300, False) for i in range(20)]
+    long = decide("u", "p", "audit", 20, many)["auditAnnotations"]["verification"]
+    assert len(long) == MAX_ANNOTATION_CHARS and long.endswith("...")
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_an_image_by_tag_is_named_with_its_digest() -> None:
+    by_tag = {"image": "r/app:v1", "status": 200,
+              "verdict": {"verified": False, "reasons": ["no signatures found"],
+                          "image": {"digest": DIGEST, "resolvedFromTag": True}}}  # fmt: skip
+    assert image_label(by_tag) == f"r/app:v1 ({DIGEST})"
+    assert failure_of(by_tag) == Failure(f"r/app:v1 ({DIGEST})", "no signatures found", False)
+    by_digest = {**by_tag, "image": f"r/app@{DIGEST}",
+                 "verdict": {"image": {"digest": DIGEST, "resolvedFromTag": False}}}  # fmt: skip
+    assert image_label(by_digest) == f"r/app@{DIGEST}"
+    # No verdict (an outage): nothing was resolved, so the image is named as given.
+    assert image_label({"image": "r/app:v1", "status": 502, "problem": {}}) == "r/app:v1"
+
+
+def test_which_policy_a_namespace_gets() -> None:
+    rules = AdmissionRules("release", {"payments": "strict"}, None)
+    assert policy_name_for("payments", rules, "env") == "strict"
+    assert policy_name_for("shop", rules, "env") == "release"  # the file's default wins
+    no_default = AdmissionRules(None, {"payments": "strict"}, ("infra",))
+    assert policy_name_for("shop", no_default, "env") == "env"  # then the setting
+    assert policy_name_for("shop", no_default, None) is None  # then none: denied
+    assert policy_name_for("shop", None, "env") == "env"  # no section: as before
+    settings = Settings(admission_exempt_namespaces=("kube-system",))
+    assert exempt_namespaces(settings, rules) == ("kube-system",)
+    assert exempt_namespaces(settings, no_default) == ("infra",)
+
+
+RULES = b"""
+admission:
+  namespaces: {payments: gate, dev: watch}
+  exempt: [infra]
+"""
+
+
+def test_namespaces_get_their_policies_from_the_file(tmp_path: Path) -> None:
+    client = make_client(tmp_path, POLICIES + RULES, admission_policy=None)
+    denied = answer(client, review(namespace="payments"))  # gate: enforce
+    assert denied["allowed"] is False
+    assert denied["status"]["message"].startswith("sigverify policy 'gate' denied 1 of 1")
+    assert denied["auditAnnotations"]["policy"] == "gate"
+    audited = answer(client, review(namespace="dev"))  # watch: audit
+    assert audited["allowed"] is True
+    assert audited["warnings"][0].startswith(f"sigverify (audit, policy watch): {APP}: ")
+    assert audited["auditAnnotations"]["policy"] == "watch"
+    # The file's exempt list replaces the setting's (kube-system is checked here).
+    assert answer(client, review(namespace="infra"))["allowed"] is True
+    # Not listed, no default, no SIGVERIFY_ADMISSION_POLICY: denied, saying how to fix it.
+    unlisted = answer(client, review(namespace="shop"))
+    assert unlisted["allowed"] is False
+    assert unlisted["status"] == {
+        "code": 403,
+        "message": "sigverify: no admission policy for namespace 'shop': list it under "
+        "admission.namespaces in the policy file, or set admission.default",
+    }
+    assert answer(client, review(namespace="kube-system"))["allowed"] is False
+
+
+def test_the_setting_is_the_default_beside_the_files_rules(tmp_path: Path) -> None:
+    client = make_client(tmp_path, POLICIES + RULES, admission_policy="watch")
+    assert answer(client, review(namespace="payments"))["allowed"] is False  # mapped: gate
+    shop = answer(client, review(namespace="shop"))  # not mapped: the setting's watch
+    assert shop["allowed"] is True and shop["auditAnnotations"]["policy"] == "watch"
+
+
+def test_with_tokens_the_file_section_alone_makes_the_webhook_public(tmp_path: Path) -> None:
+    client = make_client(
+        tmp_path, POLICIES + RULES, admission_policy=None, api_tokens=(("platform", TOKEN),)
+    )
+    assert client.post("/v1/admission", json=review(namespace="infra")).status_code == 200
+    assert client.post("/v1/verify", json={}).status_code == 401

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from service.policies import parse_policies
+from service.config import SETTINGS
+from service.policies import parse_policies, parse_policy_file
 from tests.deploy import helm
 from tests.deploy.helm import CHART, RELEASE
 from tests.deploy.test_chart import _container_env, rendered
@@ -70,7 +71,19 @@ WEBHOOK = ["admissionWebhook.enabled=true", f"admissionWebhook.caBundle={CA}"]
         ([*WEBHOOK, *POLICY, "config.admission_policy=release"],
          "needs admissionWebhook.tls.existingSecret"),
         ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls"],
-         "needs config.admission_policy"),
+         "needs config.admission_policy (the name of one of `policies`) or admissionPolicies"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+          "admissionPolicies.default=other"], "admissionPolicies.default=other is not the name"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+          "admissionPolicies.namespaces.dev=other"],
+         "admissionPolicies.namespaces.dev=other is not the name"),
+        (["admissionPolicies.default=release"], "admissionPolicies needs `policies`"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+          "config.admission_policy=release", "admissionWebhook.timeoutSeconds=8"],
+         "admissionWebhook.timeoutSeconds=8 must be above config.admission_timeout=8"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+          "config.admission_policy=release", "config.admission_timeout=12"],
+         "admissionWebhook.timeoutSeconds=10 must be above config.admission_timeout=12"),
         ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
           "config.admission_policy=other"], "admission_policy=other is not the name"),
         (["config.admission_policy=release"], "admission_policy=release is not the name"),
@@ -84,3 +97,47 @@ def test_complete_webhook_values_render() -> None:
     sets = [*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
             "config.admission_policy=release"]  # fmt: skip
     assert helm.template(sets=sets).has("ValidatingWebhookConfiguration")
+
+
+def test_a_policy_per_namespace_is_the_policy_files_admission_section() -> None:
+    r = rendered("webhook-namespaces")
+    values = yaml.safe_load((CHART / "ci" / "webhook-namespaces-values.yaml").read_text())
+    env = _container_env(r)
+    assert "SIGVERIFY_ADMISSION_POLICY" not in env  # the section alone configures the webhook
+    data = r.get("ConfigMap", f"{RELEASE}-policies")["data"]["policies.yaml"]
+    parsed = parse_policy_file(data.encode(), max_regexp_length=256)
+    rules = parsed.admission
+    assert rules is not None
+    wanted = values["admissionPolicies"]
+    assert rules.default == wanted["default"]
+    assert dict(rules.namespaces) == wanted["namespaces"]
+    assert rules.exempt == tuple(wanted["exempt"])
+    assert r.has("ValidatingWebhookConfiguration")
+
+
+def test_the_webhook_waits_longer_than_the_service_budget() -> None:
+    """The API server's timeoutSeconds is above the service's SIGVERIFY_ADMISSION_TIMEOUT in the
+    defaults and every webhook case, so the API server gets sigverify's answer."""
+    default_budget = float(next(s for s in SETTINGS if s.name == "admission_timeout").default)
+    chart_default = yaml.safe_load((CHART / "values.yaml").read_text())["admissionWebhook"]
+    assert chart_default["timeoutSeconds"] > default_budget
+    assert chart_default["failurePolicy"] == "Fail"
+    for case in ("webhook", "webhook-certmanager", "webhook-namespaces"):
+        r = rendered(case)
+        (webhook,) = r.get("ValidatingWebhookConfiguration")["webhooks"]
+        budget = float(_container_env(r).get("SIGVERIFY_ADMISSION_TIMEOUT") or default_budget)
+        assert webhook["timeoutSeconds"] > budget, case
+
+
+@pytest.mark.parametrize(
+    ("setting", "path"),
+    [
+        ("admissionPolicies.namespaces.Dev=release", "invalid propertyName 'Dev'"),
+        ("admissionPolicies.exempt[0]=kube_system", "/admissionPolicies/exempt/0"),
+        ("admissionPolicies.defualt=release", "/admissionPolicies"),
+        ("config.admission_timeout=30", "/config/admission_timeout"),
+    ],
+)
+def test_the_schema_refuses_bad_admission_values(setting: str, path: str) -> None:
+    message = helm.template_error(sets=[setting])
+    assert path in message, message

@@ -132,8 +132,30 @@ Refuse contradictory values early, with the value named.
 {{- if and .Values.admissionWebhook.enabled (not .Values.admissionWebhook.tls.existingSecret) }}
 {{- fail "admissionWebhook.enabled needs admissionWebhook.tls.existingSecret: a kubernetes.io/tls Secret the pods serve HTTPS with" }}
 {{- end }}
-{{- if and .Values.admissionWebhook.enabled (not .Values.config.admission_policy) }}
-{{- fail "admissionWebhook.enabled needs config.admission_policy: the name of one of `policies`" }}
+{{- $rules := .Values.admissionPolicies | default dict }}
+{{- if and .Values.admissionWebhook.enabled (not .Values.config.admission_policy) (not $rules) }}
+{{- fail "admissionWebhook.enabled needs config.admission_policy (the name of one of `policies`) or admissionPolicies (a policy per namespace)" }}
+{{- end }}
+{{- if and $rules (not .Values.policies) }}
+{{- fail "admissionPolicies needs `policies`: it names them" }}
+{{- end }}
+{{- $names := list }}
+{{- range .Values.policies }}{{ $names = append $names .name }}{{ end }}
+{{- with $rules.default }}
+{{- if not (has . $names) }}
+{{- fail (printf "admissionPolicies.default=%s is not the name of one of `policies`" .) }}
+{{- end }}
+{{- end }}
+{{- range $namespace, $name := ($rules.namespaces | default dict) }}
+{{- if not (has $name $names) }}
+{{- fail (printf "admissionPolicies.namespaces.%s=%s is not the name of one of `policies`" $namespace $name) }}
+{{- end }}
+{{- end }}
+{{- if .Values.admissionWebhook.enabled }}
+{{- $budget := .Values.config.admission_timeout | default 8 }}
+{{- if le (float64 .Values.admissionWebhook.timeoutSeconds) (float64 $budget) }}
+{{- fail (printf "admissionWebhook.timeoutSeconds=%v must be above config.admission_timeout=%v (the service's time budget, default 8): otherwise the API server gives up before sigverify answers" .Values.admissionWebhook.timeoutSeconds $budget) }}
+{{- end }}
 {{- end }}
 {{- with .Values.config.admission_policy }}
 {{- $name := . }}
