@@ -44,8 +44,11 @@ SECURITY_HEADERS = {
 }
 
 
-def build_services(settings: Settings) -> Services:
-    """Load trust material and keys and connect the cache; bad settings raise SettingsError."""
+def build_services(settings: Settings, *, strict_policies: bool = True) -> Services:
+    """Load trust material and keys and connect the cache; bad settings raise SettingsError.
+
+    Not `strict_policies` (a gunicorn worker): an invalid policy file falls back to the last
+    good version, which every accepted version is copied to (see `PolicyStore`)."""
     source = load_trust_root_source(settings)
     try:
         trust = TrustRoot.from_json(source.data)
@@ -76,6 +79,8 @@ def build_services(settings: Settings) -> Services:
             settings.policy_file,
             max_regexp_length=settings.max_regexp_length,
             trust_roots=verifier.trust_root_names,
+            last_good=settings.data_dir / LAST_GOOD_POLICIES,
+            strict=strict_policies,
         )
     except (OSError, PolicyFileError) as exc:
         raise SettingsError(f"{PREFIX}POLICY_FILE={str(settings.policy_file)!r}: {exc}") from None
@@ -94,6 +99,9 @@ def build_services(settings: Settings) -> Services:
         tokens=load_tokens(settings),
         telemetry=telemetry,
     )
+
+
+LAST_GOOD_POLICIES = "policies.last-good.yaml"
 
 
 def _named_trust_root(name: str, path: Path) -> TrustRoot:
@@ -139,7 +147,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("sigverify")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["sigverify"] = build_services(settings)
+    # Workers boot whenever gunicorn recycles one; `sigverify serve` checked the file strictly.
+    app.extensions["sigverify"] = build_services(settings, strict_policies=False)
     errors.install(app)
     observability.install(app)  # first: its span covers the other hooks
     app.register_blueprint(health.bp)

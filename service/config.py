@@ -158,7 +158,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "threads", "4", _int(1, 64), "Threads per worker (requests wait on registries and Rekor)."
     ),
-    Setting("data_dir", "./var", _path, "Writable directory for the development signing key."),
+    Setting(
+        "data_dir",
+        "./var",
+        _path,
+        "Writable directory for the development signing key and the last good policy file.",
+    ),
     Setting("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR."),
     Setting(
         "log_format",

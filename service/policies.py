@@ -20,6 +20,7 @@ invalid new version is rejected whole, logged, and the last good one stays in fo
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -244,8 +245,16 @@ class PolicyStore:
         trust_roots: Collection[str] = (core.DEFAULT_TRUST_ROOT,),
         check_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        last_good: Path | None = None,
+        strict: bool = True,
     ) -> None:
+        """`last_good`: where each accepted version is copied. Not `strict` (a gunicorn worker
+        booting after the file went bad, as workers are recycled): an invalid file at start
+        falls back to that copy, so a bad edit never stops the service. The master's check at
+        `sigverify serve` is strict, so that copy was valid when this service started or since.
+        """
         self.path = path
+        self._last_good = last_good
         self._max_regexp_length = max_regexp_length
         self._trust_roots = tuple(trust_roots)
         self._interval = check_interval
@@ -256,7 +265,11 @@ class PolicyStore:
         self._checked = float("-inf")
         self.last_error: str | None = None
         if path is not None:
-            self._read(path)  # an invalid file at start is fatal
+            try:
+                self._read(path)
+            except (OSError, PolicyFileError) as exc:
+                if strict or not self._fall_back(path, exc):
+                    raise  # an invalid file at start is fatal
 
     def get(self, name: str) -> NamedPolicy | None:
         self._refresh()
@@ -274,13 +287,43 @@ class PolicyStore:
 
     def _read(self, path: Path) -> None:
         stat = path.stat()
-        parsed = parse_policy_file(
-            path.read_bytes(),
-            max_regexp_length=self._max_regexp_length,
-            trust_roots=self._trust_roots,
-        )
         self._stamp = (stat.st_mtime_ns, stat.st_size)
-        self._file = parsed
+        data = path.read_bytes()
+        self._file = self._parse(data)
+        self._keep(data)
+
+    def _parse(self, data: bytes) -> PolicyFile:
+        return parse_policy_file(
+            data, max_regexp_length=self._max_regexp_length, trust_roots=self._trust_roots
+        )
+
+    def _keep(self, data: bytes) -> None:
+        """Copy an accepted version to `last_good` (atomically: workers share it)."""
+        if self._last_good is None:
+            return
+        try:
+            self._last_good.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._last_good.with_name(f".{self._last_good.name}.{os.getpid()}")
+            temporary.write_bytes(data)
+            os.replace(temporary, self._last_good)
+        except OSError as exc:
+            log.warning("cannot keep the last good policy file at %s: %s", self._last_good, exc)
+
+    def _fall_back(self, path: Path, exc: Exception) -> bool:
+        """Serve the last good copy instead of an invalid file; False when there is none."""
+        if self._last_good is None:
+            return False
+        try:
+            self._file = self._parse(self._last_good.read_bytes())
+        except (OSError, PolicyFileError):
+            return False
+        self.last_error = f"{path}: {exc}"
+        log.error(
+            "policy file rejected, the last good version (%s) stays in force: %s",
+            self._last_good,
+            exc,
+        )
+        return True
 
     def _refresh(self) -> None:
         if self.path is None or self._clock() - self._checked < self._interval:
@@ -296,13 +339,10 @@ class PolicyStore:
                 if stamp == self._stamp:
                     return
                 self._stamp = stamp  # a rejected version is not read again until it changes
-                parsed = parse_policy_file(
-                    self.path.read_bytes(),
-                    max_regexp_length=self._max_regexp_length,
-                    trust_roots=self._trust_roots,
-                )
+                data = self.path.read_bytes()
                 # One assignment: a reader sees the policies and rules of one version.
-                self._file = parsed
+                self._file = self._parse(data)
+                self._keep(data)
                 self.last_error = None
                 log.info(
                     "policy file %s reloaded: %d policies", self.path, len(self._file.policies)

@@ -180,3 +180,37 @@ def test_a_reload_swaps_policies_and_rules_together(tmp_path: Path) -> None:
     os.utime(path, ns=(1, 3_000_000_000_000_000_000))
     now[0] = 4.0
     assert store.current().admission is None and store.last_error is None
+
+
+def test_a_worker_booting_on_a_bad_file_serves_the_last_good_copy(tmp_path: Path) -> None:
+    """Workers are recycled: one that boots after a bad edit must not stop the service."""
+    path, last_good = tmp_path / "policies.yaml", tmp_path / "var" / "policies.last-good.yaml"
+    path.write_bytes(_good())
+    PolicyStore(path, max_regexp_length=256, last_good=last_good)  # the master's strict check
+    assert last_good.read_bytes() == _good()
+    path.write_bytes(b"policies: [{name: broken}]")
+    # The master's check at a new start stays strict: the bad file stops it.
+    with pytest.raises(PolicyFileError):
+        PolicyStore(path, max_regexp_length=256, last_good=last_good)
+    worker = PolicyStore(path, max_regexp_length=256, last_good=last_good, strict=False)
+    assert worker.get("release") is not None
+    assert worker.last_error is not None and "broken" in worker.last_error
+    assert last_good.read_bytes() == _good()  # a rejected version is never kept
+    # With nothing kept, even a lenient worker cannot start on a bad file.
+    with pytest.raises(PolicyFileError):
+        PolicyStore(path, max_regexp_length=256, last_good=tmp_path / "none.yaml", strict=False)
+
+
+def test_each_accepted_reload_is_kept(tmp_path: Path) -> None:
+    path, last_good = tmp_path / "policies.yaml", tmp_path / "policies.last-good.yaml"
+    path.write_bytes(_good())
+    now = [0.0]
+    store = PolicyStore(
+        path, max_regexp_length=256, clock=lambda: now[0], last_good=last_good, strict=False
+    )
+    newer = _good().replace(b"the release workflow", b"the release workflow, v2")
+    assert newer != _good()
+    path.write_bytes(newer)
+    now[0] += 5
+    store.get("release")
+    assert last_good.read_bytes() == newer

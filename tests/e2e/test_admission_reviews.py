@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -319,12 +320,14 @@ def test_a_malformed_section_is_refused_on_reload_and_the_last_good_stays(
 ) -> None:
     policy_file = tmp_path / "policies.yaml"
     policy_file.write_text(yaml.safe_dump(POLICIES))
-    # One worker: once it answers, it has read the good file. (A worker that boots after the
-    # edit would read the bad file and fail to boot, which stops gunicorn.)
-    settings = {**policy_settings, "policy_file": str(policy_file), "workers": "1"}
+    # Two workers, re-booted by SIGHUP after the bad edit (as gunicorn recycles workers): each
+    # new worker finds the file invalid and serves the last good copy instead of failing to
+    # boot, which would stop gunicorn.
+    settings = {**policy_settings, "policy_file": str(policy_file), "workers": "2"}
     unsigned = images.unsigned.tag_reference
-    with start_service(**settings) as (_, checked):
+    with start_service(**settings) as (server, checked):
         policy_file.write_text(yaml.safe_dump(malformed()))
+        server.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         warnings: list[str] = []
         while time.monotonic() < deadline:
@@ -339,3 +342,8 @@ def test_a_malformed_section_is_refused_on_reload_and_the_last_good_stays(
         assert dev["allowed"] is True and dev["auditAnnotations"]["policy"] == "audit-only"
         payments = admit(checked, review("pod-create.json", "payments", unsigned, unsigned))
         assert payments["allowed"] is False
+        # Every worker, old or new, answers so: ask more times than there are workers.
+        for _ in range(8):
+            again = admit(checked, review("pod-create.json", "dev", unsigned, unsigned))
+            assert again["auditAnnotations"]["policy"] == "audit-only"
+        assert server.proc.poll() is None
