@@ -57,10 +57,10 @@ def verify_all(
     SIGVERIFY_BATCH_CONCURRENCY: `{image, status, verdict}` or `{image, status, problem}`.
 
     With `timeout` (seconds), this returns by then: a job not finished is a 504 problem whose
-    detail is `late`. Jobs
-    not started are cancelled; a running one cannot be interrupted, so it ends in the
-    background within its own registry and Rekor timeouts (its verdict is cached for the
-    next request). Never raises for one image's failure; call it from a request."""
+    detail is `late`. Jobs not started are cancelled; a running one cannot be interrupted, so
+    it ends in the background within its own registry and Rekor timeouts (its verdict is
+    cached for the next request). Never raises for one image's failure; call it from a
+    request."""
     if not jobs:
         return []
     workers = min(svc.settings.batch_concurrency, len(jobs))

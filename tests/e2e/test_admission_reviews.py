@@ -327,6 +327,7 @@ def test_a_malformed_section_is_refused_on_reload_and_the_last_good_stays(
     unsigned = images.unsigned.tag_reference
     with start_service(**settings) as (server, checked):
         policy_file.write_text(yaml.safe_dump(malformed()))
+        assert server.proc is not None
         server.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         warnings: list[str] = []
