@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -166,3 +167,13 @@ def compile_re2(pattern: str, where: str, max_length: int) -> Any:
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise PolicyError(f"found an invalid regexp: {detail}", field=where) from None
+
+
+def load_json(data: bytes | str, what: str) -> Any:
+    """Parse JSON from an untrusted source; `InputError` names `what` when it is not JSON,
+    including input nested too deeply for the parser (a RecursionError otherwise)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise InputError(f"{what}: found {detail}, expected JSON") from None

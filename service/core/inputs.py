@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.core._util import b64decode, integer, mapping, sha256_hex, text
+from service.core._util import b64decode, integer, load_json, mapping, sha256_hex, text
 from service.core.errors import InputError
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -164,8 +163,8 @@ class SetBundle:
     @classmethod
     def from_annotation(cls, raw: str) -> SetBundle:
         try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError):
+            document = load_json(raw, "cosign bundle")
+        except InputError:
             raise InputError("cosign bundle: found invalid JSON, expected an object") from None
         doc = mapping(document, "cosign bundle")
         payload = mapping(doc.get("Payload"), "cosign bundle Payload")
@@ -197,9 +196,9 @@ def lookup_for(signature: Signature) -> LogLookup | None:
             return None  # a broken SET is a failure; no lookup will repair it
     if isinstance(signature, CosignAttestation):
         try:
-            envelope = json.loads(signature.payload)
+            envelope = load_json(signature.payload, "dsse envelope")
             statement = base64.b64decode(envelope["payload"], validate=True)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, InputError):
             return None
         return LogLookup("hash", sha256_hex(statement))
     return LogLookup("hash", sha256_hex(signature.payload))

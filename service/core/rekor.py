@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +24,7 @@ from service.core._util import (
     as_public_key,
     b64decode,
     from_unix,
+    load_json,
     load_pem_certificates,
     load_public_key_pem,
     mapping,
@@ -221,7 +221,7 @@ def _same_payload(obj: object, what: str, material: Material) -> None:
 def match_body(body: bytes, material: Material) -> str:
     """Check the entry body against the material; returns the entry kind. Raises CheckError."""
     try:
-        doc = mapping(json.loads(body), "log entry body")
+        doc = mapping(load_json(body, "log entry body"), "log entry body")
         kind = f"{doc.get('kind')}/{doc.get('apiVersion')}"
         spec = mapping(doc.get("spec"), "log entry spec")
         if kind in ("hashedrekord/0.0.1", "rekord/0.0.1"):

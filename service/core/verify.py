@@ -51,6 +51,7 @@ from service.core._util import (
     b64decode,
     from_unix,
     load_der_certificate,
+    load_json,
     load_pem_certificates,
     mapping,
     rfc3339,
@@ -322,7 +323,7 @@ def _signed_material(layer: CosignSignature | CosignAttestation) -> _Signed:
             raise CheckError(str(exc)) from None
         return _Signed(signature, layer.payload, layer.payload, None)
     try:
-        envelope = mapping(json.loads(layer.payload), "dsse envelope")
+        envelope = mapping(load_json(layer.payload, "dsse envelope"), "dsse envelope")
         payload_type = envelope.get("payloadType")
         payload = b64decode(envelope.get("payload"), "dsse payload")
         sigs = envelope.get("signatures")
@@ -648,7 +649,7 @@ def _check_payload(
 ) -> None:
     """(6): simple-signing claims, or the in-toto subjects, name this image."""
     try:
-        doc = mapping(json.loads(payload), "payload")
+        doc = mapping(load_json(payload, "payload"), "payload")
         if isinstance(layer, CosignSignature):
             critical = mapping(doc.get("critical"), "payload critical")
             kind = critical.get("type")
@@ -810,7 +811,7 @@ def _check_dsse_payload(payload_type: str, payload: bytes, context: _Context, ru
         run.fail(check, f"dsse payloadType {payload_type!r:.80}, expected {IN_TOTO_PAYLOAD_TYPE}")
         return
     try:
-        doc = mapping(json.loads(payload), "statement")
+        doc = mapping(load_json(payload, "statement"), "statement")
         _check_statement(doc, context.image_digest, run, check)
     except (ValueError, InputError) as exc:
         run.fail(check, f"statement is not a JSON object: {exc}")
@@ -946,7 +947,10 @@ def _bundle_model(raw: bytes) -> BundleModel:
     try:
         return BundleModel.from_json(raw)
     except ValueError:
-        doc = json.loads(raw)
+        try:
+            doc = load_json(raw, "bundle")
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
         material = doc.get("verificationMaterial") if isinstance(doc, dict) else None
         if not isinstance(material, dict) or "tlogEntries" in material:
             raise

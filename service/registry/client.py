@@ -379,7 +379,7 @@ class RegistryClient:
         _raise_for_status(body, f"token for {registry}")
         try:
             doc = json.loads(body.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Unauthorized(f"registry {registry}: token response is not JSON") from None
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
@@ -509,7 +509,7 @@ def _error_detail(body: _Body) -> str:
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
             code, message = errors[0].get("code", ""), errors[0].get("message", "")
             return f" ({str(code)[:60]}: {str(message)[:200]})"
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     return ""
 

@@ -108,7 +108,7 @@ class Manifest:
         """Parse bytes already checked against `digest`; the JSON `mediaType` wins over headers."""
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise InvalidManifest(f"manifest {digest} is not JSON") from None
         if not isinstance(doc, dict):
             raise InvalidManifest(f"manifest {digest} is not a JSON object")

@@ -27,7 +27,7 @@ from tests.sigstore_local import artifacts
 from tests.sigstore_local.ca import ACTIONS, CertificateAuthority, github_claims
 from tests.sigstore_local.encoding import pem_public
 from tests.sigstore_local.fixtures import LocalSigstore
-from tests.sigstore_local.signer import Image, RegistrySigner
+from tests.sigstore_local.signer import Image, RegistrySigner, push_bundle_referrer
 
 ROOT = Path(__file__).parents[2]
 IDENTITY = artifacts.DEFAULT_IDENTITY
@@ -495,3 +495,44 @@ def test_signed_verdicts_check_with_openssl_and_plain_python(
         .decode()
     )
     assert check("tampered.json", tampered).returncode == 1
+
+
+DSSE = artifacts.DSSE_ENVELOPE
+DEEP = b"[" * 100_000 + b"]" * 100_000  # 200 kB of JSON nested beyond any parser's recursion
+
+
+@pytest.mark.parametrize("where", ["signature", "attestation", "attestation-statement", "bundle"])
+def test_deeply_nested_json_in_a_signature_is_a_verdict_not_a_crash(
+    service: CheckedClient, registry_signer: RegistrySigner, where: str
+) -> None:
+    """Signature layers are the signer's bytes: JSON nested too deeply for the parser is a
+    failed check in a signed verdict, never a 500."""
+    image = registry_signer.image(f"e2e/deep-{where}")
+    registry_signer.sign(image)  # a good signature next to it still counts
+    layer = registry_signer.signer.cosign_signature(image.digest, reference=image.name)
+    if where == "signature":
+        registry_signer.attach(image, "sig", replace(layer, payload=DEEP))
+    elif where == "attestation":
+        registry_signer.attach(image, "att", replace(layer, payload=DEEP, media_type=DSSE))
+    elif where == "attestation-statement":
+        envelope = json.dumps(
+            {
+                "payloadType": "application/vnd.in-toto+json",
+                "payload": base64.b64encode(DEEP).decode(),
+                "signatures": [{"sig": "AAAA"}],
+            }
+        ).encode()
+        registry_signer.attach(image, "att", replace(layer, payload=envelope, media_type=DSSE))
+    else:
+        push_bundle_referrer(
+            registry_signer.pusher,
+            image.repository,
+            image.descriptor(),
+            DEEP,
+            content="message-signature",
+        )
+    verdict = verify(service, image.reference, POLICY)
+    assert verdict["verified"] is True  # the good signature
+    broken = [s for s in verdict["signatures"] if not s["verified"]]
+    assert len(broken) == 1 and broken[0]["reasons"], verdict["signatures"]
+    assert verdict["signedVerdict"]["signatures"]

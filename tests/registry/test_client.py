@@ -14,6 +14,7 @@ import pytest
 from service.registry import (
     DigestMismatch,
     ImageReference,
+    InvalidManifest,
     LimitExceeded,
     NotFound,
     RegistryClient,
@@ -25,7 +26,13 @@ from service.registry import (
     discover,
     parse_reference,
 )
-from service.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from service.registry.manifest import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Manifest,
+)
 from tests.oci import Pusher, canonical, sha256_digest
 from tests.registry.conftest import ClientFactory
 from tests.registry.helpers import (
@@ -281,7 +288,6 @@ def test_every_call_times_out(make_client: ClientFactory, call: str) -> None:
                 client.get_referrers(ref, sha256_digest(b"x"))
             else:
                 from service.registry.client import ResolvedImage
-                from service.registry.manifest import Manifest
 
                 fake = Manifest.parse(MANIFEST, sha256_digest(MANIFEST), OCI_MANIFEST)
                 discover(client, ResolvedImage(ref, fake.digest, OCI_MANIFEST, fake))
@@ -539,3 +545,9 @@ def test_a_digest_absent_from_the_registry_resolves_to_itself(
     assert not resolved.is_index
     with pytest.raises(NotFound):  # a tag still has to exist
         client.resolve(ref_in(registry, repo, ":absent"))
+
+
+def test_a_manifest_nested_too_deeply_is_invalid_not_a_crash() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(InvalidManifest, match="is not JSON"):
+        Manifest.parse(deep, sha256_digest(deep), OCI_MANIFEST)
