@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response
+from flask.json.provider import DefaultJSONProvider
 
 from service.api import (
     admission,
@@ -141,12 +143,25 @@ def _rekor_client(settings: Settings, trust: TrustRoot, cache: Cache) -> RekorCl
     )
 
 
+class _BoundedJSON(DefaultJSONProvider):
+    """Flask's JSON, except that a request body nested too deeply for the parser is invalid
+    JSON (a 400) rather than a RecursionError (a 500)."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; gunicorn calls this once per worker, after fork."""
     settings = settings or Settings.from_env()
     app = Flask("sigverify")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = _BoundedJSON(app)
     # Workers boot whenever gunicorn recycles one; `sigverify serve` checked the file strictly.
     app.extensions["sigverify"] = build_services(settings, strict_policies=False)
     errors.install(app)

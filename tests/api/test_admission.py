@@ -226,9 +226,10 @@ def test_malformed_reviews_are_400_naming_the_field(
     assert field in problem["detail"]
 
 
-def test_a_body_that_is_not_json_is_400(gate: CheckedClient) -> None:
+@pytest.mark.parametrize("body", [b"{not json", b"[" * 30_000 + b"]" * 30_000])
+def test_a_body_that_is_not_json_is_400(gate: CheckedClient, body: bytes) -> None:
     response = gate.post(
-        "/v1/admission", content=b"{not json", headers={"Content-Type": "application/json"}
+        "/v1/admission", content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
     assert list(response.json()["errors"]) == ["body"]

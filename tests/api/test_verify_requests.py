@@ -168,3 +168,13 @@ def test_registry_lists_are_applied_before_any_lookup(tmp_path: Any) -> None:
     )
     assert response.status_code == 403
     assert "deny-list" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/v1/verify", "/v1/verify/batch", "/v1/verify/bundle"])
+def test_a_body_nested_too_deeply_is_400_not_500(client: httpx.Client, path: str) -> None:
+    """Under the body limit, yet deeper than the JSON parser recurses: invalid JSON, a 400."""
+    deep = b"[" * 30_000 + b"]" * 30_000
+    response = client.post(path, content=deep, headers={"content-type": "application/json"})
+    assert "must be a JSON object" in problem(response, 400)["detail"]
+    # and the service still answers
+    assert client.get("/healthz").status_code == 200
