@@ -14,7 +14,8 @@ A condition names a path into the statement and one comparison:
 Why this and not an expression language (CEL, Rego, jq, Python): statements come from the
 signer and policies from callers, both untrusted here. A declarative comparison has no loops,
 no recursion and no user functions, so its cost is bounded by the statement's size (itself
-capped by the blob limit) and by `MAX_VISITED`; regexps are RE2, linear in their input. It
+capped by the blob limit) and by a budget of `MAX_VISITED` nodes for all the conditions of one
+verification together; regexps are RE2, linear in their input. It
 still says what policies need: "the builder id is X", "buildType is one of Y", "the source
 repository is the certificate's" (`${certificate.<claim>}` puts a claim of the attestation's
 certificate into `equals`, `in` and `startsWith`; never into a regexp, where it would be
@@ -40,7 +41,7 @@ from service.core.errors import PolicyError
 
 MAX_PATH_LENGTH = 256
 MAX_STEPS = 32
-MAX_VISITED = 100_000
+MAX_VISITED = 200_000  # statement nodes, for all conditions of one verification
 MAX_SHOWN = 120
 OPERATORS = ("equals", "in", "matches", "startsWith", "exists")
 CERTIFICATE_CLAIMS = frozenset({"subject", *RAW_EXTENSIONS.values(), *DER_EXTENSIONS.values()})
@@ -66,10 +67,17 @@ class Condition:
         return {"path": self.path, self.operator: self.expected}
 
     def evaluate(
-        self, statement: Mapping[str, Any], certificate: CertificateDetails | None
+        self,
+        statement: Mapping[str, Any],
+        certificate: CertificateDetails | None,
+        budget: Budget | None = None,
     ) -> ConditionResult:
-        """Whether the condition holds for this statement, and what was found."""
-        found = select(statement, self.steps)
+        """Whether the condition holds for this statement, and what was found. Out of
+        `budget`, it does not hold (whatever the operator, `exists: false` included)."""
+        try:
+            found = select(statement, self.steps, budget)
+        except BudgetError as exc:
+            return self._result(False, str(exc))
         if self.operator == "exists":
             held = bool(found) == self.expected
             return self._result(held, f"{len(found)} value(s) at {self.path}")
@@ -184,16 +192,37 @@ def parse_path(path: object, where: str) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def select(document: Any, steps: Sequence[Step]) -> list[Any]:
-    """Every value `steps` reaches in `document` (bounded by `MAX_VISITED` nodes)."""
+class Budget:
+    """How many statement nodes the conditions of one verification may still visit: shared by
+    every condition and attestation, so that neither many conditions nor many attestations
+    can multiply the work."""
+
+    def __init__(self, nodes: int = MAX_VISITED) -> None:
+        self.nodes = nodes
+        self.total = nodes
+
+    def spend(self, nodes: int) -> None:
+        self.nodes -= nodes
+        if self.nodes < 0:
+            raise BudgetError(
+                f"evaluation stopped after {self.total} statement nodes, expected smaller "
+                "statements or fewer conditions"
+            )
+
+
+class BudgetError(Exception):
+    """The conditions of one verification visited more nodes than allowed."""
+
+
+def select(document: Any, steps: Sequence[Step], budget: Budget | None = None) -> list[Any]:
+    """Every value `steps` reaches in `document`; each node visited is spent from `budget`,
+    and `BudgetError` stops the walk (never a partial answer)."""
+    budget = budget or Budget()
     current: list[Any] = [document]
-    visited = 0
     for step in steps:
+        budget.spend(len(current))
         nxt: list[Any] = []
         for node in current:
-            visited += 1
-            if visited > MAX_VISITED:
-                return nxt
             if isinstance(step, str):
                 if isinstance(node, Mapping) and step in node:
                     nxt.append(node[step])
@@ -201,7 +230,8 @@ def select(document: Any, steps: Sequence[Step]) -> list[Any]:
                 if isinstance(node, list) and step < len(node):
                     nxt.append(node[step])
             elif isinstance(node, list):
-                nxt.extend(node[: MAX_VISITED - visited])
+                budget.spend(len(node))
+                nxt.extend(node)
         current = nxt
     return current
 

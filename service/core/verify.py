@@ -58,6 +58,7 @@ from service.core._util import (
     sha256_hex,
 )
 from service.core.certs import CertificateDetails, verify_chain, verify_sct
+from service.core.conditions import Budget
 from service.core.errors import CheckError, CoreError, InputError
 from service.core.inputs import (
     BUNDLE_ANNOTATION,
@@ -233,6 +234,7 @@ def _attestations(
     attested = [(s, r) for s, r in zip(signatures, results, strict=True) if r.statement]
     found_types = tuple(dict.fromkeys(r.predicate_type or "none" for _, r in attested))
     out: list[AttestationResult] = []
+    budget = Budget()  # one for every condition and attestation of this verification
     for requirement in requirements:
         if requirement.own_signers:
             own = replace(context, policy=context.policy.signed_by(requirement))
@@ -242,7 +244,10 @@ def _attestations(
         matches = tuple(
             AttestationMatch(
                 r,
-                tuple(c.evaluate(r.statement or {}, r.certificate) for c in requirement.conditions),
+                tuple(
+                    c.evaluate(r.statement or {}, r.certificate, budget)
+                    for c in requirement.conditions
+                ),
             )
             for r in checked
             if r.predicate_type == requirement.predicate_type

@@ -11,6 +11,8 @@ import pytest
 from service.core.certs import CertificateDetails
 from service.core.conditions import (
     MAX_VISITED,
+    Budget,
+    BudgetError,
     condition_from_mapping,
     parse_path,
     select,
@@ -150,9 +152,25 @@ def test_regexps_are_re2_and_linear() -> None:
     assert not condition.evaluate(document, None).held
 
 
-def test_wildcards_are_bounded() -> None:
+def test_wildcards_are_bounded_by_one_budget_for_all_conditions() -> None:
     wide = {"items": [{"v": i} for i in range(3 * MAX_VISITED)]}
-    found = select(wide, parse_path("items[*].v", "p"))
-    assert 0 < len(found) <= MAX_VISITED
+    with pytest.raises(BudgetError):
+        select(wide, parse_path("items[*].v", "p"))
+    # Out of budget, a condition does not hold, whatever its operator.
+    for raw in (
+        {"path": "items[*].v", "exists": False},
+        {"path": "items[*].v", "exists": True},
+        {"path": "items[*].v", "equals": 1},
+    ):
+        result = condition_from_mapping(raw, "c", 256).evaluate(wide, None)
+        assert not result.held and "evaluation stopped after" in result.detail
+    # One budget serves every condition of a verification: each may be small, the sum not.
+    half = {"items": [{"v": i} for i in range(MAX_VISITED // 4)]}
+    budget = Budget()
+    last = {"path": "items[*].v", "equals": MAX_VISITED // 4 - 1}
+    held = [
+        condition_from_mapping(last, "c", 256).evaluate(half, None, budget).held for _ in range(3)
+    ]
+    assert held == [True, False, False]
     with pytest.raises(PolicyError):
         parse_path("x" + "[0]" * 40, "p")  # more steps than allowed

@@ -315,3 +315,26 @@ def test_githubs_wheel_attestation_through_verify_bundle(service: CheckedClient)
     assert verdict["signatures"][0]["trustRoot"] == "github"
     broken = {**body, "bundle": json.loads(whl_bundle("-missing-cert"))}
     assert service.post("/v1/verify/bundle", json=broken).json()["verified"] is False
+
+
+def test_conditions_share_one_budget_per_verification(
+    service: CheckedClient, registry_signer: RegistrySigner, github_signer: Any
+) -> None:
+    """A large statement and repeated conditions: the walk stops at the budget, and what it
+    did not finish does not hold (the verdict fails closed)."""
+    image = registry_signer.image("attest/large")
+    materials = [{"uri": f"pkg:{i}"} for i in range(25_000)]
+    registry_signer.attest(
+        image,
+        predicate_type=SLSA_V02,
+        predicate={**PROVENANCE, "materials": materials},
+        identity=github_signer,
+    )
+    condition = {"path": "predicate.materials[*].uri", "startsWith": "pkg:"}
+    requirement = {"name": "big", "predicateType": "slsaprovenance", "conditions": [condition] * 5}
+    verdict = verify(service, image.tag_reference, policy={**POLICY, "attestations": [requirement]})
+    assert verdict["verified"] is False
+    held = [c["held"] for c in verdict["attestations"][0]["attestations"][0]["conditions"]]
+    # each walk visits about 50,000 nodes of the 200,000 allowed
+    assert held == [True, True, True, False, False]
+    assert "evaluation stopped after" in verdict["reasons"][0]
