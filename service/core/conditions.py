@@ -134,11 +134,14 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _show(value: Any) -> str:
-    text = (
-        json.dumps(value, ensure_ascii=False, sort_keys=True)
-        if not isinstance(value, str)
-        else value
-    )
+    """A value for a reason, short: an object or list is described, never serialised (it may
+    be most of a 4 MiB statement, and every condition's detail would copy it)."""
+    if isinstance(value, Mapping):
+        text = f"an object with {len(value)} keys"
+    elif isinstance(value, list):
+        text = f"a list of {len(value)} values"
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 

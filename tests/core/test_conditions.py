@@ -174,3 +174,13 @@ def test_wildcards_are_bounded_by_one_budget_for_all_conditions() -> None:
     assert held == [True, False, False]
     with pytest.raises(PolicyError):
         parse_path("x" + "[0]" * 40, "p")  # more steps than allowed
+
+
+def test_what_was_found_is_shown_short() -> None:
+    found = condition_from_mapping({"path": "predicate", "equals": "x"}, "c", 256)
+    assert found.evaluate(STATEMENT, None).detail == "found an object with 5 keys"
+    materials = condition_from_mapping({"path": "predicate.materials", "equals": 1}, "c", 256)
+    assert materials.evaluate(STATEMENT, None).detail == "found a list of 2 values"
+    long = {"predicate": {"id": "x" * 500}}
+    detail = condition_from_mapping({"path": "predicate.id", "equals": "y"}, "c", 256)
+    assert len(detail.evaluate(long, None).detail) <= len("found ") + 120
