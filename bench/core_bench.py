@@ -78,7 +78,7 @@ def main() -> None:
             run([production], image, atts, {**base, "attestations": [REQUIREMENT]}),
         ),
         (
-            "slsa .att, requirement with its own identity (re-verified)",
+            "slsa .att, requirement with its own identity",
             run(
                 [production],
                 image,

@@ -215,6 +215,19 @@ def _against_roots(
     return best
 
 
+def _identity_of(result: SignatureResult, policy: Policy) -> SignatureResult:
+    """A keyless result under another policy's identities: of its checks only `identity`
+    depends on them (the certificate's chain, SCT, log and signature do not), so only that
+    check is run again. A result that never reached it is returned as it is (it failed)."""
+    assert result.certificate is not None
+    run = _Run([])
+    _check_identity(result.certificate, policy, run)
+    (identity,) = run.checks
+    return replace(
+        result, checks=tuple(identity if c.name == "identity" else c for c in result.checks)
+    )
+
+
 def _passed(result: SignatureResult) -> int:
     return sum(c.passed for c in result.checks)
 
@@ -227,7 +240,8 @@ def _attestations(
 ) -> tuple[AttestationResult, ...]:
     """Each attestation requirement of the policy against the subject's DSSE signatures (cosign
     attestations and DSSE bundles): those of its predicate type, verified against its own
-    signers (re-checked) or the policy's (as already checked), with its conditions."""
+    signers (keyless: the identity check again; key-signed: verified again with its keys) or
+    the policy's (as already checked), with its conditions."""
     requirements = context.policy.attestations
     if not requirements:
         return ()
@@ -238,7 +252,12 @@ def _attestations(
     for requirement in requirements:
         if requirement.own_signers:
             own = replace(context, policy=context.policy.signed_by(requirement))
-            checked = [_against_roots(s, own, roots) for s, _ in attested]
+            checked = [
+                _identity_of(r, own.policy)
+                if r.certificate is not None
+                else _against_roots(s, own, roots)
+                for s, r in attested
+            ]
         else:
             checked = [r for _, r in attested]
         matches = tuple(
