@@ -14,7 +14,8 @@ these steps; each appends a `Check` named as below, and the signature verifies o
 3. `certificate-validity` and `certificate-chain`: the leaf was valid at the integrated time
    (and at every verified timestamp, for bundles) and chains, through the trust root's
    certificates only, to a Fulcio CA valid at that time.
-4. `sct`: the certificate's embedded SCT verifies with a CT log key of the trust root.
+4. `sct`: the certificate's embedded SCT verifies with a CT log key of the trust root (not
+   applicable to a trust root without CT logs, such as GitHub's private instance).
 5. `signature`: the signature verifies over the payload (DSSE: over the PAE) with the
    certificate's key.
 6. `image-digest`: the payload is about this image: simple-signing
@@ -24,8 +25,14 @@ these steps; each appends a `Check` named as below, and the signature verifies o
 A key-signed signature (no certificate) replaces 2-5 and 7 with `signature` against each policy
 key; its log evidence is checked only when the policy requires a transparency log. Sigstore
 bundles take the steps listed at `_verify_bundle`: mostly sigstore-python's `Verifier`, and
-the steps above where it cannot (key-signed bundles, intoto log entries). The subject verifies
-when at least `threshold` distinct signers verified.
+the steps above where it cannot (key-signed bundles, intoto log entries, bundles with signed
+timestamps and no log entry).
+
+Each signature is checked against each trust root the policy accepts, in order, and reported
+under the first one it verifies with. The subject verifies when at least `threshold` distinct
+signers verified and every attestation the policy requires is met: one attestation of its
+predicate type verified (against the requirement's own signers, if it names any) and
+satisfies its conditions (`service.core.conditions`).
 """
 
 from __future__ import annotations
@@ -737,11 +744,13 @@ def _verify_bundle(item: BundleSignature, context: _Context) -> SignatureResult:
     B1. `bundle`: the protobuf-specs JSON parses; a certificate bundle also holds
         sigstore-python's invariants (one log entry, with an inclusion proof and checkpoint).
     B2. A certificate bundle is verified by sigstore-python's `Verifier` (chain, SCT, log
-        proof and promise, timestamps, signature, entry consistency), except intoto log
-        entries, which it does not support: those take the keyless steps (1) to (5) above,
-        with the timestamp authorities' times verified by sigstore-python (`timestamp`). A
-        key-signed bundle takes step (5) against the policy's keys, then (1) and (2) on the
-        bundle's Rekor v1 entry; a key has no validity window, so its timestamps are unused.
+        proof and promise, timestamps, signature, entry consistency), except two kinds it
+        does not support, which take the keyless steps (1) to (5) above with their signed
+        timestamps verified by `service.core.timestamps` (`timestamp`): intoto log entries,
+        and bundles with no log entry (GitHub's private instance), whose signing time comes
+        from the timestamps alone. A key-signed bundle takes step (5) against the policy's
+        keys, then (1) and (2) on the bundle's Rekor v1 entry; a key has no validity window,
+        so its timestamps are unused.
     B3. `image-digest` / `artifact-digest`: the message signature is over the subject's
         digest, or the DSSE statement names it as a subject.
     B4. `identity`, for certificates.
