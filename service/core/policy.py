@@ -49,6 +49,7 @@ _POLICY_FIELDS = frozenset(
 _ATTESTATION_FIELDS = frozenset({"name", "predicateType", "identities", "keys", "conditions"})
 MAX_ATTESTATIONS = 10
 MAX_CONDITIONS = 32
+MAX_TRUST_ROOTS = 10
 # cosign's `--type` shorthands (cosign verify-attestation) for the common predicate types.
 PREDICATE_TYPES: Mapping[str, str] = {
     "slsaprovenance": "https://slsa.dev/provenance/v0.2",
@@ -303,8 +304,10 @@ def _attestations(raw: object, max_length: int) -> tuple[AttestationRequirement,
 
 def _trust_roots(raw: object, known: Collection[str]) -> tuple[str, ...]:
     """`trustRoots`: names of configured trust roots a signature may chain to, in order."""
-    if not isinstance(raw, list) or not raw or len(raw) > MAX_ATTESTATIONS:
-        raise PolicyError("expected a list of 1 to 10 trust root names", field="trustRoots")
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_TRUST_ROOTS:
+        raise PolicyError(
+            f"expected a list of 1 to {MAX_TRUST_ROOTS} trust root names", field="trustRoots"
+        )
     for i, name in enumerate(raw):
         if not isinstance(name, str) or name not in known:
             raise PolicyError(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from service.core._util import (
     PublicKey,
     b64decode,
     load_der_certificate,
+    load_json,
     load_public_key_der,
     mapping,
     parse_time,
@@ -95,8 +95,8 @@ class TrustRoot:
     def from_json(cls, data: bytes, name: str = DEFAULT_TRUST_ROOT) -> TrustRoot:
         """Parse a trusted_root.json; raises `TrustRootError` naming what is wrong."""
         try:
-            document = json.loads(data)
-        except (ValueError, RecursionError):
+            document = load_json(data, "trusted root")
+        except InputError:
             raise TrustRootError("trusted root: found invalid JSON, expected an object") from None
         try:
             return cls._parse(data, document, name)
