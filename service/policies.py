@@ -98,17 +98,6 @@ class PolicyFile:
     admission: AdmissionRules | None
 
 
-def parse_policies(
-    data: bytes,
-    *,
-    max_regexp_length: int,
-    trust_roots: Collection[str] = (core.DEFAULT_TRUST_ROOT,),
-) -> dict[str, NamedPolicy]:
-    """Every policy in the file, by name; `PolicyFileError` on the first problem."""
-    parsed = parse_policy_file(data, max_regexp_length=max_regexp_length, trust_roots=trust_roots)
-    return dict(parsed.policies)
-
-
 def parse_policy_file(
     data: bytes,
     *,
@@ -286,9 +275,12 @@ class PolicyStore:
         return [p for p in self._file.policies.values() if tenant is None or p.tenant == tenant]
 
     def _read(self, path: Path) -> None:
+        """Read, parse and keep a version; its stamp is taken first, so that a rejected
+        version is not read again until it changes."""
         stat = path.stat()
         self._stamp = (stat.st_mtime_ns, stat.st_size)
         data = path.read_bytes()
+        # One assignment: a reader sees the policies and rules of one version.
         self._file = self._parse(data)
         self._keep(data)
 
@@ -335,14 +327,9 @@ class PolicyStore:
             self._checked = now
             try:
                 stat = self.path.stat()
-                stamp = (stat.st_mtime_ns, stat.st_size)
-                if stamp == self._stamp:
+                if (stat.st_mtime_ns, stat.st_size) == self._stamp:
                     return
-                self._stamp = stamp  # a rejected version is not read again until it changes
-                data = self.path.read_bytes()
-                # One assignment: a reader sees the policies and rules of one version.
-                self._file = self._parse(data)
-                self._keep(data)
+                self._read(self.path)
                 self.last_error = None
                 log.info(
                     "policy file %s reloaded: %d policies", self.path, len(self._file.policies)

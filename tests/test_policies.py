@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.policies import PolicyFileError, PolicyStore, parse_policies, parse_policy_file
+from service.policies import PolicyFileError, PolicyStore, parse_policy_file
 
 GOOD = b"""
 policies:
@@ -33,7 +33,7 @@ def _good() -> bytes:
 
 
 def test_a_good_file() -> None:
-    policies = parse_policies(_good(), max_regexp_length=256)
+    policies = parse_policy_file(_good(), max_regexp_length=256).policies
     assert sorted(policies) == ["legacy-audit", "release"]
     assert policies["release"].mode == "enforce"
     assert policies["legacy-audit"].mode == "audit"
@@ -57,13 +57,13 @@ def test_a_bad_file_is_refused_whole_with_the_place_named(
     change: tuple[bytes, bytes], fragment: str
 ) -> None:
     with pytest.raises(PolicyFileError) as refused:
-        parse_policies(_good().replace(*change, 1), max_regexp_length=256)
+        parse_policy_file(_good().replace(*change, 1), max_regexp_length=256)
     assert fragment in str(refused.value)
 
 
 def test_the_empty_policy_is_refused() -> None:
     with pytest.raises(PolicyFileError, match="legacy-audit"):
-        parse_policies(GOOD, max_regexp_length=256)
+        parse_policy_file(GOOD, max_regexp_length=256)
 
 
 def test_reload_on_change_and_keep_the_last_good_version(tmp_path: Path) -> None:

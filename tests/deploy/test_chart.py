@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from service.config import PREFIX, SETTINGS, Settings
-from service.policies import parse_policies
+from service.policies import parse_policy_file
 from tests.deploy import helm
 from tests.deploy.helm import CHART, NAMESPACE, RELEASE, Rendered
 
@@ -424,7 +424,7 @@ def test_policies_are_a_mounted_file() -> None:
     cm = r.get("ConfigMap", f"{RELEASE}-policies")
     assert yaml.safe_load(cm["data"]["policies.yaml"]) == {"policies": values}
     # The file the pods read is one the service accepts.
-    parsed = parse_policies(cm["data"]["policies.yaml"].encode(), max_regexp_length=256)
+    parsed = parse_policy_file(cm["data"]["policies.yaml"].encode(), max_regexp_length=256).policies
     assert sorted(parsed) == ["distroless", "github-release"]
     mounts = {m["name"]: m["mountPath"] for m in r.container["volumeMounts"]}
     assert mounts["policies"] == "/etc/sigverify/policies"

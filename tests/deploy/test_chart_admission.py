@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from service.config import SETTINGS
-from service.policies import parse_policies, parse_policy_file
+from service.policies import parse_policy_file
 from tests.deploy import helm
 from tests.deploy.helm import CHART, RELEASE
 from tests.deploy.test_chart import _container_env, rendered
@@ -48,7 +48,7 @@ def test_the_webhook_policy_is_in_the_mounted_policy_file(case: str) -> None:
     r = rendered(case)
     name = _container_env(r)["SIGVERIFY_ADMISSION_POLICY"]
     policy_file = r.get("ConfigMap", f"{RELEASE}-policies")["data"]["policies.yaml"]
-    assert name in parse_policies(policy_file.encode(), max_regexp_length=256)
+    assert name in parse_policy_file(policy_file.encode(), max_regexp_length=256).policies
 
 
 def test_webhook_exempt_namespaces_are_passed_as_a_list() -> None:
