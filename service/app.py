@@ -57,8 +57,12 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
     except CoreError as exc:
         raise SettingsError(f"trusted root from {source.origin}: {exc}") from None
     more_trust = tuple(_named_trust_root(name, path) for name, path in settings.trust_roots)
-    cache = make_cache(settings.redis_url)
     signing_key = load_signing_key(settings.signing_key_file, settings.data_dir)
+    # Pods that share the verdict-signing key share the cache; one with another key keeps
+    # apart (it could not open the others' sealed values anyway).
+    cache = make_cache(
+        settings.redis_url, secret=signing_key.cache_secret, namespace=signing_key.key_id[:16]
+    )
     registry = RegistryClient(RegistryConfig.from_settings(settings))
     rekor = _rekor_client(settings, trust, cache)
     telemetry = Telemetry(multiprocess_dir=metrics_dir())
@@ -130,9 +134,17 @@ def rekor_url(settings: Settings, trust: TrustRoot) -> str | None:
 
 
 def _rekor_client(settings: Settings, trust: TrustRoot, cache: Cache) -> RekorClient | None:
+    """The Rekor client; None when lookups are off (air-gapped) or no log is known, and then
+    only the evidence a signature carries counts."""
+    if not settings.rekor_lookups:
+        log.info("rekor lookups are off: only log evidence that signatures carry is used")
+        return None
     url = rekor_url(settings, trust)
     if url is None:
-        log.warning("no rekor url in settings or trust root: signatures needing a lookup fail")
+        log.warning(
+            "no rekor url in settings or trust root: rekor lookups are off, only log evidence "
+            "that signatures carry is used"
+        )
         return None
     return RekorClient(
         url,

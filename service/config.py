@@ -221,6 +221,13 @@ SETTINGS: tuple[Setting, ...] = (
         _opt_str,
         "Rekor to look log entries up in; empty means the first Rekor v1 log in the trust root.",
     ),
+    Setting(
+        "rekor_lookups",
+        "true",
+        _bool,
+        "Look log entries up in Rekor; false for a cluster with no Rekor (air-gapped): only the "
+        "evidence signatures carry counts (a SET, an inclusion proof, signed timestamps).",
+    ),
     Setting("rekor_timeout", "3", _float(0.1, 60), "Seconds for one Rekor request."),
     Setting(
         "rekor_retries",
@@ -384,6 +391,7 @@ class Settings:
     trust_roots: tuple[tuple[str, Path], ...] = ()
     tuf_url: str | None = None
     rekor_url: str | None = None
+    rekor_lookups: bool = True
     rekor_timeout: float = 3.0
     rekor_retries: int = 2
     rekor_breaker_failures: int = 5

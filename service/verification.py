@@ -8,9 +8,16 @@
 6. cache the verdict
 
 A verification failure is a normal, signed, cacheable verdict. An operational failure (registry
-or Rekor unreachable) raises `UpstreamError` and is never signed or cached; the one exception is a
-Rekor outage that the evidence already in hand makes irrelevant (a verified SET where the policy
-accepts one), which gives a correct verdict that says it was degraded.
+or Rekor unreachable) raises `UpstreamError` and is never signed or cached, but a Rekor outage
+raises only where log evidence alone decides: when the core says the outcome awaits the log
+(`ImageResult.awaiting_log`). A pass that a verified SET carries, and a failure that no log
+evidence could change (a wrong identity, key, digest, chain or signature), are correct verdicts
+that say Rekor was not reached (`degraded`, `rekor.status`). With no Rekor at all (lookups off)
+only the evidence signatures carry counts.
+
+Cached verdicts are read back only from values the cache authenticated (`service.cache`), under
+a key that holds everything the verdict depends on, so a verdict is served only to the request
+it answers and only signed with this service's key.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
 MANIFEST_TTL = 7 * 24 * 3600.0  # manifests by digest never change
-DEGRADED_TTL = 30.0  # seconds a verdict resting on a SET during a Rekor outage stays cached
+DEGRADED_TTL = 30.0  # seconds a verdict given during a Rekor outage stays cached
+VERDICT_FORMAT = "2"  # in the cache key: a rolling upgrade never reads another version's verdict
 _P = ParamSpec("_P")
 
 
@@ -184,18 +192,18 @@ class VerificationService:
         # by content.
         resolved = self._telemetry.timed("registry.resolve", lambda: self._resolve(reference))
         key = self._verdict_key(resolved, policy, policy_name)
-        cached = True
-        raw = None
+        verdict = None
         if self._verdict_ttl > 0:
             raw = self._telemetry.timed("verdict_cache.get", lambda: self._cache.get(key))
-        if raw is None:
+            verdict = None if raw is None else self._readable(raw, key)
+        cached = verdict is not None
+        if verdict is None:
             # (1) missed: identical concurrent requests do the work once.
-            cached = False
             raw = self._flight.do(
                 key, lambda: self._verify_resolved(resolved, policy, policy_name, key)
             )
-        assert raw is not None
-        verdict = json.loads(raw)
+            assert raw is not None
+            verdict = json.loads(raw)
         # The signed part names the image by repository and digest only; how this request
         # named it (tag or digest) is filled in per request, so a cached verdict serves any tag.
         verdict["image"] = _image(resolved)
@@ -229,18 +237,41 @@ class VerificationService:
         }
         return Verification(verdict, cached=False)
 
+    def _readable(self, raw: bytes, key: str) -> dict[str, Any] | None:
+        """A cached verdict, or None (a miss) when it is not one this service signed.
+
+        The cache authenticated the value and its key; what is left to check is that it is a
+        verdict of this version signed with this service's key (a pod of an older version, or
+        one whose retired key still shares the namespace, is read as a miss and overwritten).
+        """
+        try:
+            verdict = json.loads(raw)
+            signatures = verdict["signedVerdict"]["signatures"]
+            ours = isinstance(verdict, dict) and signatures[0]["keyid"] == self._key.key_id
+        except (ValueError, KeyError, IndexError, TypeError):
+            ours = False
+        if not ours:
+            log.warning("cached verdict under %s is not signed with this key: recomputing", key)
+            return None
+        assert isinstance(verdict, dict)
+        return verdict
+
     def _verify_resolved(
         self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None, key: str
     ) -> bytes:
-        """Steps (2) to (6) for a resolved image: the verdict as JSON, cached unless degraded."""
+        """Steps (2) to (6) for a resolved image: the verdict as JSON, cached (briefly when
+        Rekor was not reached)."""
         discovery = self._telemetry.timed(
             "registry.discover", lambda: discover(self._registry, resolved)
         )
         signatures = _core_inputs(discovery)
-        # (3): complete the log evidence.
-        entries, outage = self._log_entries(
-            core.needed_log_lookups(signatures, log_required=policy.transparency_log.required)
+        # (3): complete the log evidence, unless lookups are off here.
+        lookups = (
+            []
+            if self._rekor is None
+            else core.needed_log_lookups(signatures, log_required=policy.transparency_log.required)
         )
+        entries, unreachable, outage = self._log_entries(lookups)
         # (4): the pure core decides.
         now = self._clock()
         with self._telemetry.step("core.verify"):
@@ -251,18 +282,20 @@ class VerificationService:
                 policy=policy,
                 trust=self._roots(policy),
                 now=now,
+                log_unreachable=unreachable,
+                log_lookups_off=self._rekor is None,
             )
-        if outage is not None and not result.verified:
-            # The failure may be the outage's doing: say so as an error, never as a verdict.
+        if outage is not None and result.awaiting_log:
+            # Only log evidence could decide, and the log is not there: an error, not a verdict.
             raise outage
         # (5): build and sign.
         with self._telemetry.step("verdict.sign"):
             raw = json.dumps(
                 self._verdict(
-                    resolved, policy, policy_name, result, now, degraded=outage is not None
+                    resolved, policy, policy_name, result, now, rekor=self._rekor_status(outage)
                 )
             ).encode()
-        # (6): cache; a degraded verdict is correct but re-checked soon.
+        # (6): cache; a verdict given while Rekor was not reached is correct but re-checked soon.
         if self._verdict_ttl > 0:
             ttl = self._verdict_ttl if outage is None else min(self._verdict_ttl, DEGRADED_TTL)
             self._telemetry.timed("verdict_cache.set", lambda: self._cache.set(key, raw, ttl))
@@ -298,15 +331,32 @@ class VerificationService:
         ref = resolved.reference
         # The name is signed into the verdict, so it is part of the key.
         return (
-            f"verdict:{ref.registry}/{ref.repository}@{resolved.digest}"
+            f"verdict:v{VERDICT_FORMAT}:{ref.registry}/{ref.repository}@{resolved.digest}"
             f":{policy.digest}:{self._trust_digest(policy)}:{policy_name or ''}"
         )
 
+    def _rekor_status(self, outage: UpstreamError | None) -> dict[str, Any]:
+        """The verdict's `rekor`: whether the log was asked for what it was needed for."""
+        if self._rekor is None:
+            return {
+                "status": "off",
+                "detail": "rekor lookups are off here: only log evidence signatures carry counts",
+            }
+        if outage is not None:
+            return {"status": "unreachable", "detail": str(outage)}
+        return {"status": "ok", "detail": None}
+
     def _log_entries(
         self, lookups: list[core.LogLookup]
-    ) -> tuple[dict[core.LogLookup, tuple[core.LogEntry, ...]], UpstreamError | None]:
-        """Fetch each lookup; an unusable answer is no evidence, an outage is remembered."""
+    ) -> tuple[
+        dict[core.LogLookup, tuple[core.LogEntry, ...]],
+        set[core.LogLookup],
+        UpstreamError | None,
+    ]:
+        """Fetch each lookup: the entries found, the lookups the log could not be asked for,
+        and the outage that kept it (an unusable answer is no evidence, not an outage)."""
         entries: dict[core.LogLookup, tuple[core.LogEntry, ...]] = {}
+        unreachable: set[core.LogLookup] = set()
         outage: UpstreamError | None = None
         for lookup in lookups:
             try:
@@ -317,6 +367,7 @@ class VerificationService:
                 self._telemetry.upstream_error("rekor", exc.reason)
                 log.warning("rekor unavailable for %s=%s: %s", lookup.by, lookup.value, exc)
                 entries[lookup] = ()
+                unreachable.add(lookup)
                 outage = UpstreamError(
                     f"rekor unavailable: {exc}", timeout=isinstance(exc, TlogTimeout)
                 )
@@ -327,7 +378,7 @@ class VerificationService:
                 log.warning("rekor answer unusable for %s=%s: %s", lookup.by, lookup.value, exc)
                 entries[lookup] = ()
         self._telemetry.refresh_breakers()
-        return entries, outage
+        return entries, unreachable, outage
 
     def _fetch(self, lookup: core.LogLookup) -> tuple[core.LogEntry, ...]:
         """Rekor's entries for one lookup; a hash search may find one per signer."""
@@ -351,19 +402,27 @@ class VerificationService:
         result: core.ImageResult,
         now: datetime,
         *,
-        degraded: bool,
+        rekor: dict[str, Any],
     ) -> dict[str, Any]:
         ref = resolved.reference
         subject = verdicts.VerdictSubject(
             name=f"{ref.registry}/{ref.repository}", digest=resolved.digest
         )
         signed = self._signed(subject, policy, policy_name, result, now)
+        degraded = rekor["status"] == "unreachable"
+        reasons = _reasons(resolved, signed["reasons"])
+        if degraded and reasons:
+            reasons.append(
+                f"the transparency log was not reached ({rekor['detail']}); this failure "
+                "does not depend on it"
+            )
         return {
             "verified": result.verified,
             "image": _image(resolved),
             **signed,
-            "reasons": _reasons(resolved, signed["reasons"]),
+            "reasons": reasons,
             "degraded": degraded,
+            "rekor": rekor,
         }
 
     def _signed(
