@@ -135,7 +135,7 @@ class VerificationService:
         registry: RegistryClient,
         rekor: RekorClient | None,
         cache: Cache,
-        trust: core.TrustRoot,
+        trust: Callable[[], core.TrustRoot],
         signing_key: SigningKey,
         verdict_ttl: float,
         max_search_entries: int = 20,
@@ -143,11 +143,13 @@ class VerificationService:
         telemetry: Telemetry | None = None,
         more_trust: Sequence[core.TrustRoot] = (),
     ) -> None:
-        """`trust` is the default trust root; `more_trust` the others a policy may name."""
+        """`trust()` is the default trust root now (it is refreshed in the background);
+        `more_trust` the others a policy may name."""
         self._registry = registry
         self._rekor = rekor
         self._cache = cache
-        self._trust_roots = {root.name: root for root in (trust, *more_trust)}
+        self._default_trust = trust
+        self._trust_roots = {root.name: root for root in more_trust}
         self._key = signing_key
         self._verdict_ttl = verdict_ttl
         self._max_search_entries = max_search_entries
@@ -158,19 +160,15 @@ class VerificationService:
     @property
     def trust_root_names(self) -> tuple[str, ...]:
         """The names policies may list in `trustRoots`, the default one first."""
-        return tuple(self._trust_roots)
+        return (core.DEFAULT_TRUST_ROOT, *self._trust_roots)
 
     def _roots(self, policy: core.Policy) -> tuple[core.TrustRoot, ...]:
         """The trust roots `policy` accepts (its names were checked when it was parsed)."""
-        return tuple(self._trust_roots[name] for name in policy.trust_roots)
+        roots = {**self._trust_roots, core.DEFAULT_TRUST_ROOT: self._default_trust()}
+        return tuple(roots[name] for name in policy.trust_roots)
 
     def _trust_digest(self, policy: core.Policy) -> str:
-        """One digest for the accepted roots: the root's own when there is one."""
-        roots = self._roots(policy)
-        if len(roots) == 1:
-            return roots[0].digest
-        joined = ",".join(f"{r.name}={r.digest}" for r in roots)
-        return hashlib.sha256(joined.encode()).hexdigest()
+        return _trust_digest(self._roots(policy))
 
     @_observed
     def verify(
@@ -389,9 +387,14 @@ class VerificationService:
             version=VERSION,
             resource_uri=resource_uri,
         )
+        roots = self._roots(policy)  # once: the default one may be refreshed meanwhile
         return {
             "policy": {"digest": policy.digest, "name": policy_name},
-            "trustRoot": {"digest": self._trust_digest(policy), "names": list(policy.trust_roots)},
+            "trustRoot": {
+                "digest": _trust_digest(roots),
+                "names": list(policy.trust_roots),
+                "sources": {root.name: root.source for root in roots},
+            },
             "signers": body["signers"],
             "signatures": body["signatures"],
             "attestations": body["attestations"],
@@ -399,6 +402,14 @@ class VerificationService:
             "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "signedVerdict": verdicts.sign(statement, self._key),
         }
+
+
+def _trust_digest(roots: Sequence[core.TrustRoot]) -> str:
+    """One digest for the accepted roots: the root's own when there is one."""
+    if len(roots) == 1:
+        return roots[0].digest
+    joined = ",".join(f"{r.name}={r.digest}" for r in roots)
+    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _image(resolved: ResolvedImage) -> dict[str, Any]:
