@@ -301,15 +301,16 @@ class TufSettings:
         )
 
 
-def load_trust_root_source(settings: Settings) -> TrustRootSource:
-    """The best root at hand, without network; a failure names the setting that chose it."""
+def load_trust_root_source(settings: Settings, tuf: TufSettings | None = None) -> TrustRootSource:
+    """The best root at hand, without network; a failure names the setting that chose it.
+    `tuf`: `TufSettings.from_settings(settings)`, when the caller has it already."""
     if settings.trust_root_file is not None:
         try:
             data = settings.trust_root_file.read_bytes()
         except OSError as exc:
             raise SettingsError(f"{PREFIX}TRUST_ROOT_FILE: cannot read: {exc.strerror}") from None
         return TrustRootSource(data, RootInfo("file", f"file {settings.trust_root_file}"))
-    tuf = TufSettings.from_settings(settings)
+    tuf = tuf or TufSettings.from_settings(settings)
     if tuf is not None:
         try:
             state = read_state(tuf.state_path)
@@ -341,7 +342,7 @@ class TrustRootStore:
         """Raises SettingsError when the configured root (file, TUF bootstrap) is unusable."""
         self.tuf = TufSettings.from_settings(settings)
         self._stamp = self._stat()  # first: a change while loading is seen by the next poll
-        source = load_trust_root_source(settings)
+        source = load_trust_root_source(settings, self.tuf)
         try:
             root = TrustRoot.from_json(source.data, source=source.info.description)
         except CoreError as exc:
