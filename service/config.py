@@ -162,7 +162,8 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir",
         "./var",
         _path,
-        "Writable directory for the development signing key and the last good policy file.",
+        "Writable directory for the development signing key, the last good policy file and the "
+        "TUF cache (the last verified trust root).",
     ),
     Setting("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR."),
     Setting(
@@ -199,7 +200,8 @@ SETTINGS: tuple[Setting, ...] = (
         "trust_root_file",
         "",
         _opt_path,
-        "A Sigstore trusted_root.json; empty: the production root in sigstore-python (offline).",
+        "A fixed Sigstore trusted_root.json, never refreshed; empty: the production root, "
+        "refreshed through TUF (SIGVERIFY_TUF_*).",
     ),
     Setting(
         "trust_roots",
@@ -213,7 +215,37 @@ SETTINGS: tuple[Setting, ...] = (
         "tuf_url",
         "",
         _opt_str,
-        "A TUF repository URL to fetch the trusted root from at start.",
+        "TUF repository the default trust root is refreshed from, e.g. a mirror; empty: the "
+        "public-good one, https://tuf-repo-cdn.sigstore.dev.",
+    ),
+    Setting(
+        "tuf_refresh",
+        "true",
+        _bool,
+        "Refresh the default trust root through TUF in the background (the service starts on "
+        "the last verified copy in the data directory, else the embedded root); false: no TUF "
+        "traffic at all (air-gapped). No effect with SIGVERIFY_TRUST_ROOT_FILE.",
+    ),
+    Setting(
+        "tuf_root_file",
+        "",
+        _opt_path,
+        "TUF root.json that trust in the repository starts from; empty: the public-good root "
+        "inside sigstore-python (right for the public-good repository and its mirrors).",
+    ),
+    Setting(
+        "tuf_interval",
+        "3600",
+        _float(1, 7 * 86400),
+        "Seconds between TUF refreshes; after a failure the next try comes sooner (60 s, "
+        "doubling up to this).",
+    ),
+    Setting(
+        "tuf_timeout",
+        "30",
+        _float(1, 600),
+        "Seconds one TUF refresh may take in all: each request gets what is left (one socket "
+        "wait at most 10 s of it).",
     ),
     Setting(
         "rekor_url",
@@ -390,6 +422,10 @@ class Settings:
     trust_root_file: Path | None = None
     trust_roots: tuple[tuple[str, Path], ...] = ()
     tuf_url: str | None = None
+    tuf_refresh: bool = True
+    tuf_root_file: Path | None = None
+    tuf_interval: float = 3600.0
+    tuf_timeout: float = 30.0
     rekor_url: str | None = None
     rekor_lookups: bool = True
     rekor_timeout: float = 3.0
@@ -442,13 +478,20 @@ class Settings:
 
     def check(self) -> None:
         """Cross-setting rules that a single value cannot show."""
-        if self.trust_root_file is not None and self.tuf_url is not None:
-            raise SettingsError(
-                f"{PREFIX}TRUST_ROOT_FILE and {PREFIX}TUF_URL: set one trust-root source, not both"
-            )
+        for tuf in ("tuf_url", "tuf_root_file"):
+            if self.trust_root_file is not None and getattr(self, tuf) is not None:
+                raise SettingsError(
+                    f"{PREFIX}TRUST_ROOT_FILE and {PREFIX}{tuf.upper()}: set one trust-root "
+                    "source, not both"
+                )
+            if not self.tuf_refresh and getattr(self, tuf) is not None:
+                raise SettingsError(
+                    f"{PREFIX}{tuf.upper()} is set but {PREFIX}TUF_REFRESH=false: TUF is off"
+                )
         for name in (
             "signing_key_file",
             "trust_root_file",
+            "tuf_root_file",
             "docker_config",
             "policy_file",
             "api_tokens_file",

@@ -66,6 +66,20 @@ class UpstreamError(Exception):
 
 
 @dataclass(frozen=True)
+class _Under:
+    """What a verification is asked under: the policy, its name (signed into the verdict), and
+    the trust roots it accepts, read once (the default root may be refreshed meanwhile)."""
+
+    policy: core.Policy
+    name: str | None
+    roots: tuple[core.TrustRoot, ...]
+
+    @property
+    def trust_digest(self) -> str:
+        return _trust_digest(self.roots)
+
+
+@dataclass(frozen=True)
 class Verification:
     """A verdict (JSON-ready, signed) and whether it came from the cache."""
 
@@ -143,7 +157,7 @@ class VerificationService:
         registry: RegistryClient,
         rekor: RekorClient | None,
         cache: Cache,
-        trust: core.TrustRoot,
+        trust: Callable[[], core.TrustRoot],
         signing_key: SigningKey,
         verdict_ttl: float,
         max_search_entries: int = 20,
@@ -151,11 +165,13 @@ class VerificationService:
         telemetry: Telemetry | None = None,
         more_trust: Sequence[core.TrustRoot] = (),
     ) -> None:
-        """`trust` is the default trust root; `more_trust` the others a policy may name."""
+        """`trust()` is the default trust root now (it is refreshed in the background);
+        `more_trust` the others a policy may name."""
         self._registry = registry
         self._rekor = rekor
         self._cache = cache
-        self._trust_roots = {root.name: root for root in (trust, *more_trust)}
+        self._default_trust = trust
+        self._trust_roots = {root.name: root for root in more_trust}
         self._key = signing_key
         self._verdict_ttl = verdict_ttl
         self._max_search_entries = max_search_entries
@@ -166,19 +182,12 @@ class VerificationService:
     @property
     def trust_root_names(self) -> tuple[str, ...]:
         """The names policies may list in `trustRoots`, the default one first."""
-        return tuple(self._trust_roots)
+        return (core.DEFAULT_TRUST_ROOT, *self._trust_roots)
 
     def _roots(self, policy: core.Policy) -> tuple[core.TrustRoot, ...]:
         """The trust roots `policy` accepts (its names were checked when it was parsed)."""
-        return tuple(self._trust_roots[name] for name in policy.trust_roots)
-
-    def _trust_digest(self, policy: core.Policy) -> str:
-        """One digest for the accepted roots: the root's own when there is one."""
-        roots = self._roots(policy)
-        if len(roots) == 1:
-            return roots[0].digest
-        joined = ",".join(f"{r.name}={r.digest}" for r in roots)
-        return hashlib.sha256(joined.encode()).hexdigest()
+        roots = {**self._trust_roots, core.DEFAULT_TRUST_ROOT: self._default_trust()}
+        return tuple(roots[name] for name in policy.trust_roots)
 
     @_observed
     def verify(
@@ -191,7 +200,9 @@ class VerificationService:
         # (2): tags move, so the digest is resolved on every request; everything after is keyed
         # by content.
         resolved = self._telemetry.timed("registry.resolve", lambda: self._resolve(reference))
-        key = self._verdict_key(resolved, policy, policy_name)
+        # The roots are read once: the key, the core and the verdict must name the same ones.
+        under = _Under(policy, policy_name, self._roots(policy))
+        key = self._verdict_key(resolved, under)
         verdict = None
         if self._verdict_ttl > 0:
             raw = self._telemetry.timed("verdict_cache.get", lambda: self._cache.get(key))
@@ -199,9 +210,7 @@ class VerificationService:
         cached = verdict is not None
         if verdict is None:
             # (1) missed: identical concurrent requests do the work once.
-            raw = self._flight.do(
-                key, lambda: self._verify_resolved(resolved, policy, policy_name, key)
-            )
+            raw = self._flight.do(key, lambda: self._verify_resolved(resolved, under, key))
             assert raw is not None
             verdict = json.loads(raw)
         # The signed part names the image by repository and digest only; how this request
@@ -221,20 +230,18 @@ class VerificationService:
         only name the service knows it by; `resourceUri` is that digest too.
         """
         now = self._clock()
+        under = _Under(policy, policy_name, self._roots(policy))
         result = core.verify_artifact(
             bundle=bundle,
             artifact_digest=artifact_digest,
             policy=policy,
-            trust=self._roots(policy),
+            trust=under.roots,
             now=now,
             source="request",
         )
         subject = verdicts.VerdictSubject(name=artifact_digest, digest=artifact_digest)
-        verdict = {
-            "verified": result.verified,
-            "artifact": {"digest": artifact_digest},
-            **self._signed(subject, policy, policy_name, result, now, resource_uri=artifact_digest),
-        }
+        signed = self._signed(subject, under, result, now, resource_uri=artifact_digest)
+        verdict = {"verified": result.verified, "artifact": {"digest": artifact_digest}, **signed}
         return Verification(verdict, cached=False)
 
     def _readable(self, raw: bytes, key: str) -> dict[str, Any] | None:
@@ -256,15 +263,14 @@ class VerificationService:
         assert isinstance(verdict, dict)
         return verdict
 
-    def _verify_resolved(
-        self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None, key: str
-    ) -> bytes:
+    def _verify_resolved(self, resolved: ResolvedImage, under: _Under, key: str) -> bytes:
         """Steps (2) to (6) for a resolved image: the verdict as JSON, cached (briefly when
         Rekor was not reached)."""
         discovery = self._telemetry.timed(
             "registry.discover", lambda: discover(self._registry, resolved)
         )
         signatures = _core_inputs(discovery)
+        policy = under.policy
         # (3): complete the log evidence, unless lookups are off here.
         lookups = (
             []
@@ -280,7 +286,7 @@ class VerificationService:
                 signatures=signatures,
                 log_entries=entries,
                 policy=policy,
-                trust=self._roots(policy),
+                trust=under.roots,
                 now=now,
                 log_unreachable=unreachable,
                 log_lookups_off=self._rekor is None,
@@ -291,9 +297,7 @@ class VerificationService:
         # (5): build and sign.
         with self._telemetry.step("verdict.sign"):
             raw = json.dumps(
-                self._verdict(
-                    resolved, policy, policy_name, result, now, rekor=self._rekor_status(outage)
-                )
+                self._verdict(resolved, under, result, now, rekor=self._rekor_status(outage))
             ).encode()
         # (6): cache; a verdict given while Rekor was not reached is correct but re-checked soon.
         if self._verdict_ttl > 0:
@@ -325,14 +329,12 @@ class VerificationService:
             self._cache.set(digest_key, value, MANIFEST_TTL)
         return resolved
 
-    def _verdict_key(
-        self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None
-    ) -> str:
+    def _verdict_key(self, resolved: ResolvedImage, under: _Under) -> str:
         ref = resolved.reference
         # The name is signed into the verdict, so it is part of the key.
         return (
             f"verdict:v{VERDICT_FORMAT}:{ref.registry}/{ref.repository}@{resolved.digest}"
-            f":{policy.digest}:{self._trust_digest(policy)}:{policy_name or ''}"
+            f":{under.policy.digest}:{under.trust_digest}:{under.name or ''}"
         )
 
     def _rekor_status(self, outage: UpstreamError | None) -> dict[str, Any]:
@@ -397,8 +399,7 @@ class VerificationService:
     def _verdict(
         self,
         resolved: ResolvedImage,
-        policy: core.Policy,
-        policy_name: str | None,
+        under: _Under,
         result: core.ImageResult,
         now: datetime,
         *,
@@ -408,7 +409,7 @@ class VerificationService:
         subject = verdicts.VerdictSubject(
             name=f"{ref.registry}/{ref.repository}", digest=resolved.digest
         )
-        signed = self._signed(subject, policy, policy_name, result, now)
+        signed = self._signed(subject, under, result, now)
         degraded = rekor["status"] == "unreachable"
         reasons = _reasons(resolved, signed["reasons"])
         if degraded and reasons:
@@ -428,8 +429,7 @@ class VerificationService:
     def _signed(
         self,
         subject: verdicts.VerdictSubject,
-        policy: core.Policy,
-        policy_name: str | None,
+        under: _Under,
         result: core.ImageResult,
         now: datetime,
         *,
@@ -438,10 +438,11 @@ class VerificationService:
         """What every verdict carries, images and artifacts alike, with the DSSE envelope over
         the statement about `subject`."""
         body = result.to_dict()
+        policy = under.policy
         statement = verdicts.statement(
             subject=subject,
             verified=result.verified,
-            policy_name=policy_name,
+            policy_name=under.name,
             policy_digest=policy.digest,
             inputs=[s["digest"] for s in body["signatures"] if s.get("verified")],
             verified_at=now,
@@ -449,8 +450,12 @@ class VerificationService:
             resource_uri=resource_uri,
         )
         return {
-            "policy": {"digest": policy.digest, "name": policy_name},
-            "trustRoot": {"digest": self._trust_digest(policy), "names": list(policy.trust_roots)},
+            "policy": {"digest": policy.digest, "name": under.name},
+            "trustRoot": {
+                "digest": under.trust_digest,
+                "names": list(policy.trust_roots),
+                "sources": {root.name: root.source for root in under.roots},
+            },
             "signers": body["signers"],
             "signatures": body["signatures"],
             "attestations": body["attestations"],
@@ -458,6 +463,14 @@ class VerificationService:
             "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "signedVerdict": verdicts.sign(statement, self._key),
         }
+
+
+def _trust_digest(roots: Sequence[core.TrustRoot]) -> str:
+    """One digest for the accepted roots: the root's own when there is one."""
+    if len(roots) == 1:
+        return roots[0].digest
+    joined = ",".join(f"{r.name}={r.digest}" for r in roots)
+    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _image(resolved: ResolvedImage) -> dict[str, Any]:
