@@ -65,6 +65,9 @@ def check_response(response: httpx.Response) -> None:
     documented = _resolve(documented)
     media = response.headers.get("content-type", "").split(";")[0].strip()
     content = documented.get("content", {})
+    if not content:  # documented without a body (304)
+        assert not response.content, f"{response.status_code} {request.url.path} has a body"
+        return
     assert media in content, f"{media} undocumented for {response.status_code} {request.url.path}"
     schema = content[media].get("schema")
     if schema is None or not media.endswith("json"):
