@@ -85,6 +85,16 @@ def check_response(response: httpx.Response) -> None:
     )
 
 
+def check_body(body: Any, schema_name: str) -> None:
+    """Fail unless `body` is valid under `components.schemas[schema_name]` of the spec."""
+    wrapped = {"$ref": f"urn:sigverify:openapi#/components/schemas/{schema_name}"}
+    validator = jsonschema.Draft202012Validator(wrapped, registry=_registry())
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    assert not errors, f"{schema_name}: " + "; ".join(
+        f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5]
+    )
+
+
 def _pointer_to(schema: dict[str, Any]) -> str:
     """A JSON pointer to an inline schema inside the spec (found by identity)."""
 
