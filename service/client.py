@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import re
 import sys
@@ -36,8 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.config import PREFIX, Settings, SettingsError
-
-log = logging.getLogger(__name__)
 
 VERIFIED, NOT_VERIFIED, CANNOT_VERIFY = 0, 1, 2
 SERVER_ENV = PREFIX + "SERVER"
