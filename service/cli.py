@@ -47,10 +47,11 @@ def _serve(_args: argparse.Namespace) -> int:
     logs.configure(settings.log_format, settings.log_level)
     for name in CLIENT_VARIABLES:
         if name in os.environ:
+            hint = " (the service's own tokens are SIGVERIFY_API_TOKENS)" if "TOKEN" in name else ""
             log.warning(
-                "%s is read by `sigverify verify` (the client), not by the service: ignored "
-                "here (the service's own tokens are SIGVERIFY_API_TOKENS)",
+                "%s is read by `sigverify verify` (the client), not by the service: ignored%s",
                 name,
+                hint,
             )
     telemetry.exporters_from_env()  # an unusable OTEL_* value stops the start here
     # Fail before forking workers: a bad trust root or key stops the start with its setting named,
