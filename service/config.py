@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "SIGVERIFY_"
+# Read by `sigverify verify` (the client), never by the service. A CI job that starts the service
+# and runs the client has both kinds set, so these are known names the service ignores (and
+# `sigverify serve` says so), not unknown settings.
+CLIENT_VARIABLES = (PREFIX + "SERVER", PREFIX + "TOKEN")
 
 
 class SettingsError(ValueError):
@@ -461,7 +465,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from `environ` (default: the process environment)."""
         env = os.environ if environ is None else environ
-        known = {setting.env for setting in SETTINGS}
+        known = {setting.env for setting in SETTINGS}.union(CLIENT_VARIABLES)
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
         if unknown:
             raise SettingsError(f"{unknown[0]}: unknown setting")
