@@ -1,6 +1,7 @@
 """`POST /v1/admission`: a Kubernetes validating admission webhook (AdmissionReview v1).
 
-The API server sends a review of a Pod, or of a workload with a pod template (Deployment,
+The API server sends a review of a Pod (created, updated, or given a debug container through its
+`ephemeralcontainers` subresource), or of a workload with a pod template (Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob). Every image of its containers, init containers
 and ephemeral containers is verified, concurrently (the batch machinery), against the named
 policy for the object's namespace, and the policy's mode decides:
@@ -71,6 +72,10 @@ POD_SPECS: dict[tuple[str, str], tuple[str, ...]] = {
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 # Operations with nothing to verify: the object goes away, or is only connected to.
 UNCHECKED_OPERATIONS = frozenset({"DELETE", "CONNECT"})
+# The one subresource that changes which images run: `kubectl debug` updates a Pod's
+# `ephemeralcontainers` (the review's object is the whole Pod). Every other subresource (a Pod's
+# status, binding, eviction or resize; a workload's scale or status) cannot, and is not checked.
+CHECKED_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
 OPERATIONS = frozenset({"CREATE", "UPDATE"}) | UNCHECKED_OPERATIONS
 
 
@@ -161,7 +166,8 @@ def parse_review(body: Any) -> Review:
         raise ReviewError("request.operation", "expected " + ", ".join(sorted(OPERATIONS)))
     namespace = _optional_str(req.get("namespace"), "request.namespace")
     name = _optional_str(req.get("name"), "request.name")
-    if operation in UNCHECKED_OPERATIONS:
+    subresource = _optional_str(req.get("subResource"), "request.subResource") or ""
+    if operation in UNCHECKED_OPERATIONS or subresource not in CHECKED_SUBRESOURCES:
         return Review(uid, operation, namespace, None, name, ())
     gvk = _mapping(req.get("kind"), "request.kind")
     group, kind = gvk.get("group", ""), gvk.get("kind")

@@ -292,6 +292,26 @@ def test_delete_and_pods_without_images_are_allowed(gate: CheckedClient) -> None
     assert answer(gate, _with("request.operation", "UPDATE"))["allowed"] is False
 
 
+def test_a_debug_container_is_checked_and_other_subresources_are_not(gate: CheckedClient) -> None:
+    """`kubectl debug` updates the `ephemeralcontainers` subresource, its object the whole Pod:
+    every image is verified (here: cannot be, so denied). A Pod's status, binding, eviction or
+    resize cannot change what runs: allowed unchecked, whatever object they carry."""
+    debug = _with("request.operation", "UPDATE", _with("request.subResource", "ephemeralcontainers"))
+    debug["request"]["object"]["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": SIDECAR, "targetContainerName": "c0"}
+    ]
+    denied = answer(gate, debug)
+    assert denied["allowed"] is False
+    assert SIDECAR in denied["status"]["message"] and APP in denied["status"]["message"]
+    for sub, kind in [("status", "Pod"), ("binding", "Binding"), ("eviction", "Eviction"),
+                      ("resize", "Pod")]:  # fmt: skip
+        other = _with("request.subResource", sub, _with("request.kind.kind", kind))
+        assert answer(gate, other) == {"uid": other["request"]["uid"], "allowed": True}, sub
+    # Only a string is a subresource name.
+    bad = gate.post("/v1/admission", json=_with("request.subResource", ["status"]))
+    assert bad.status_code == 400 and "request.subResource" in bad.json()["errors"]
+
+
 # -- auth ---------------------------------------------------------------------------------------
 
 

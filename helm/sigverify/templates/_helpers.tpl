@@ -55,6 +55,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end }}
 
+{{/*
+The Secret holding the verdict-signing key: signingKey.existingSecret, or the one the chart
+generates (templates/signing-key.yaml creates it under this name and looks it up by it).
+*/}}
+{{- define "sigverify.signingKey.secretName" -}}
+{{- if .Values.signingKey.existingSecret }}
+{{- .Values.signingKey.existingSecret }}
+{{- else }}
+{{- printf "%s-signing-key" (include "sigverify.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
 {{- define "sigverify.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "sigverify.fullname" .) .Values.serviceAccount.name }}
@@ -105,6 +117,7 @@ Where the pods mount what the chart gives them. The SIGVERIFY_* file settings po
 */}}
 {{- define "sigverify.paths.dataDir" -}}/var/lib/sigverify{{- end }}
 {{- define "sigverify.paths.signingKey" -}}/etc/sigverify/signing-key/signing-key.pem{{- end }}
+{{- define "sigverify.paths.retiredKeys" -}}/etc/sigverify/retired-keys{{- end }}
 {{- define "sigverify.paths.dockerConfig" -}}/etc/sigverify/registry-credentials/config.json{{- end }}
 {{- define "sigverify.paths.trustRoot" -}}/etc/sigverify/trust-root/trusted_root.json{{- end }}
 {{- define "sigverify.paths.extraTrustRoots" -}}/etc/sigverify/trust-roots{{- end }}
