@@ -296,7 +296,8 @@ def test_a_debug_container_is_checked_and_other_subresources_are_not(gate: Check
     """`kubectl debug` updates the `ephemeralcontainers` subresource, its object the whole Pod:
     every image is verified (here: cannot be, so denied). A Pod's status, binding, eviction or
     resize cannot change what runs: allowed unchecked, whatever object they carry."""
-    debug = _with("request.operation", "UPDATE", _with("request.subResource", "ephemeralcontainers"))
+    debug = _with("request.subResource", "ephemeralcontainers")
+    debug = _with("request.operation", "UPDATE", debug)
     debug["request"]["object"]["spec"]["ephemeralContainers"] = [
         {"name": "debugger", "image": SIDECAR, "targetContainerName": "c0"}
     ]

@@ -90,7 +90,9 @@ class KubeApi:
         self.requests: list[str] = []
         self._lock = threading.Lock()
 
-    def add_secret(self, secret: dict[str, Any], namespace: str, release: str | None = None) -> None:
+    def add_secret(
+        self, secret: dict[str, Any], namespace: str, release: str | None = None
+    ) -> None:
         """Store `secret` (a manifest) as the API server would return it; with `release`, as
         `helm install` of that release leaves it (helm's ownership annotations)."""
         stored = json.loads(json.dumps(secret))
@@ -142,23 +144,24 @@ def kube_api(workdir: Path) -> Iterator[tuple[KubeApi, Path]]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(
         json.dumps(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {"name": "double", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
+                "clusters": [{"name": "double", "cluster": {"server": url}}],
                 "users": [{"name": "tester", "user": {"token": "kube-api-double-token"}}],
-                "contexts": [{"name": "double", "context": {"cluster": "double", "user": "tester"}}],
+                "contexts": [
+                    {"name": "double", "context": {"cluster": "double", "user": "tester"}}
+                ],
                 "current-context": "double",
             }
         )

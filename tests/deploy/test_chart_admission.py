@@ -170,8 +170,7 @@ def _rule_matches(rule: dict[str, Any], request: dict[str, Any]) -> bool:
     sub = request.get("subResource") or ""
     wanted = f"{resource['resource']}/{sub}" if sub else resource["resource"]
     resource_ok = any(
-        r == wanted
-        or r == "*/*"
+        r in (wanted, "*/*")
         or (r == "*" and not sub)
         or (sub and r == f"{resource['resource']}/*")
         or (sub and r == f"*/{sub}")
@@ -248,6 +247,9 @@ def test_the_default_rules_are_the_webhook_cases_rules() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["admissionWebhook"]["rules"]
     (webhook,) = rendered("webhook").get("ValidatingWebhookConfiguration")["webhooks"]
     assert webhook["rules"] == defaults
-    assert "rules" not in yaml.safe_load(Path(CHART / "ci" / "webhook-values.yaml").read_text())[
-        "admissionWebhook"
-    ]
+    assert (
+        "rules"
+        not in yaml.safe_load(Path(CHART / "ci" / "webhook-values.yaml").read_text())[
+            "admissionWebhook"
+        ]
+    )

@@ -97,8 +97,8 @@ def test_a_replaced_key_is_what_the_next_upgrade_keeps(tmp_path: Path) -> None:
         created = helm.template(kubeconfig=kubeconfig).get("Secret", SECRET)
         replaced = {**created, "data": {KEY: base64.b64encode(b"replaced by hand").decode()}}
         api.add_secret(replaced, NAMESPACE, release=RELEASE)
-        assert helm.template(kubeconfig=kubeconfig).get("Secret", SECRET)["data"] == (
-            replaced["data"]
+        assert (
+            helm.template(kubeconfig=kubeconfig).get("Secret", SECRET)["data"] == (replaced["data"])
         )
 
 
@@ -111,12 +111,16 @@ def test_with_an_existing_secret_nothing_is_looked_up(tmp_path: Path) -> None:
 
 
 def test_retired_keys_are_published_from_their_secrets() -> None:
-    sets = ["signingKey.retired[0].existingSecret=key-2024", "signingKey.retired[0].key=pub.pem",
-            "signingKey.retired[1].existingSecret=key-2025", "signingKey.retired[1].key=pub.pem"]  # fmt: skip
+    sets = [
+        "signingKey.retired[0].existingSecret=key-2024",
+        "signingKey.retired[0].key=pub.pem",
+        "signingKey.retired[1].existingSecret=key-2025",
+        "signingKey.retired[1].key=pub.pem",
+    ]
     r = helm.template(sets=sets)
     env = _container_env(r)
     files = env["SIGVERIFY_RETIRED_KEY_FILES"]
-    assert files == "/etc/sigverify/retired-keys/0/retired.pem,/etc/sigverify/retired-keys/1/retired.pem"
+    assert files == ",".join(f"/etc/sigverify/retired-keys/{n}/retired.pem" for n in (0, 1))
     volumes = {v["name"]: v for v in r.server["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["mountPath"]: m for m in r.container["volumeMounts"]}
     for n, secret in enumerate(["key-2024", "key-2025"]):
