@@ -37,13 +37,17 @@ CHART_MANAGED = {"bind", "data_dir", "redis_url", "signing_key_file", "docker_co
                  # Secrets never go into a ConfigMap: tokens come from apiTokens.existingSecret.
                  "api_tokens", "retired_key_files",
                  # Each from trustRoot.extra, mounted from its ConfigMap.
-                 "trust_roots"}  # fmt: skip
+                 "trust_roots",
+                 # From admissionWebhook.clientAuth, mounted from its ConfigMap and Secret.
+                 "admission_client_ca_file", "admission_client_names",
+                 "admission_token_file"}  # fmt: skip
 # Variables that are not sigverify settings but that the chart may set.
 OTHER_ENV = {"REDIS_PASSWORD", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
 FILE_SETTINGS = {"SIGVERIFY_SIGNING_KEY_FILE", "SIGVERIFY_DOCKER_CONFIG",
                  "SIGVERIFY_TRUST_ROOT_FILE", "SIGVERIFY_POLICY_FILE",
                  "SIGVERIFY_API_TOKENS_FILE", "SIGVERIFY_TLS_CERT_FILE",
-                 "SIGVERIFY_TLS_KEY_FILE"}  # fmt: skip
+                 "SIGVERIFY_TLS_KEY_FILE", "SIGVERIFY_ADMISSION_CLIENT_CA_FILE",
+                 "SIGVERIFY_ADMISSION_TOKEN_FILE"}  # fmt: skip
 
 
 def _values(case: str) -> list[Path]:

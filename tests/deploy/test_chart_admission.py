@@ -253,3 +253,60 @@ def test_the_default_rules_are_the_webhook_cases_rules() -> None:
             "admissionWebhook"
         ]
     )
+
+
+# ---- who may call the webhook -----------------------------------------------------------------
+
+
+def test_the_api_servers_certificate_and_token_are_wired() -> None:
+    r = rendered("webhook-clientauth")
+    values = yaml.safe_load((CHART / "ci" / "webhook-clientauth-values.yaml").read_text())
+    auth = values["admissionWebhook"]["clientAuth"]
+    env = _container_env(r)
+    assert env["SIGVERIFY_ADMISSION_CLIENT_CA_FILE"] == "/etc/sigverify/admission-client-ca/ca.crt"
+    assert env["SIGVERIFY_ADMISSION_CLIENT_NAMES"] == ",".join(auth["certificate"]["names"])
+    assert env["SIGVERIFY_ADMISSION_TOKEN_FILE"] == "/etc/sigverify/admission-token/tokens"
+    volumes = {v["name"]: v for v in r.server["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["admission-client-ca"]["configMap"] == {
+        "name": auth["certificate"]["caConfigMap"], "defaultMode": 0o444,
+        "items": [{"key": auth["certificate"]["caKey"], "path": "ca.crt"}]}  # fmt: skip
+    assert volumes["admission-token"]["secret"] == {
+        "secretName": auth["token"]["existingSecret"], "defaultMode": 0o440,
+        "items": [{"key": auth["token"]["key"], "path": "tokens"}]}  # fmt: skip
+    mounts = {m["name"]: m for m in r.container["volumeMounts"]}
+    assert (
+        mounts["admission-client-ca"]["readOnly"] is mounts["admission-token"]["readOnly"] is True
+    )
+    # The settings these make are ones the service starts with (with HTTPS, which they need).
+    assert env["SIGVERIFY_TLS_CERT_FILE"]
+
+
+def test_without_client_auth_nothing_is_asked_of_the_api_server() -> None:
+    for case in ("webhook", "defaults"):
+        env = _container_env(rendered(case))
+        assert not {k for k in env if k.startswith("SIGVERIFY_ADMISSION_CLIENT")}, case
+        assert "SIGVERIFY_ADMISSION_TOKEN_FILE" not in env, case
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["admissionWebhook.clientAuth.token.existingSecret=t"],
+         "admissionWebhook.clientAuth needs admissionWebhook.enabled"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+          "config.admission_policy=release", "admissionWebhook.clientAuth.certificate.names[0]=a"],
+         "certificate.names needs admissionWebhook.clientAuth.certificate.caConfigMap"),
+    ],
+)  # fmt: skip
+def test_client_auth_values_that_cannot_work_are_refused(sets: list[str], expected: str) -> None:
+    assert expected in helm.template_error(sets=sets)
+
+
+def test_notes_say_what_the_api_server_must_present() -> None:
+    from tests.deploy.test_chart import _notes
+
+    notes = _notes("webhook-clientauth")
+    assert "a client certificate from the CA in ConfigMap apiserver-webhook-client-ca" in notes
+    assert "a token from Secret sigverify-webhook-token" in notes
+    assert f"{RELEASE}.verify.svc:8080" in notes
+    assert "admissionWebhook.clientAuth" in _notes("webhook")
