@@ -22,7 +22,7 @@ from service.api import (
     policies,
     verify,
 )
-from service.api.auth import authenticate, load_tokens
+from service.api.auth import authenticate, load_admission_callers, load_tokens
 from service.cache import Cache, make_cache
 from service.config import PREFIX, Settings, SettingsError
 from service.core import CoreError, TrustRoot
@@ -102,6 +102,7 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
         verifier=verifier,
         policies=policies,
         tokens=load_tokens(settings),
+        admission_callers=load_admission_callers(settings),
         telemetry=telemetry,
     )
 

@@ -379,6 +379,27 @@ SETTINGS: tuple[Setting, ...] = (
         "verified now (keep it below the webhook's timeoutSeconds).",
     ),
     Setting(
+        "admission_client_ca_file",
+        "",
+        _opt_path,
+        "PEM CA certificate(s): POST /v1/admission then needs a client certificate they signed "
+        "(the API server's, from its AdmissionConfiguration kubeConfigFile); needs HTTPS.",
+    ),
+    Setting(
+        "admission_client_names",
+        "",
+        _list,
+        "Names (comma-separated) one of which that client certificate must carry as its "
+        "subject CN or a DNS SAN; empty: any certificate the CA signed.",
+    ),
+    Setting(
+        "admission_token_file",
+        "",
+        _opt_path,
+        "A file of bearer tokens (one per line) of which POST /v1/admission needs one in "
+        "Authorization (the API server's kubeConfigFile `token`); empty: no token asked for.",
+    ),
+    Setting(
         "api_tokens",
         "",
         _tokens,
@@ -455,6 +476,9 @@ class Settings:
     admission_policy: str | None = None
     admission_exempt_namespaces: tuple[str, ...] = ("kube-system",)
     admission_timeout: float = 8.0
+    admission_client_ca_file: Path | None = None
+    admission_client_names: tuple[str, ...] = ()
+    admission_token_file: Path | None = None
     api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_tokens_file: Path | None = None
     badges: bool = True
@@ -501,6 +525,8 @@ class Settings:
             "api_tokens_file",
             "tls_cert_file",
             "tls_key_file",
+            "admission_client_ca_file",
+            "admission_token_file",
         ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
@@ -511,6 +537,16 @@ class Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError(
                 f"{PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE: set both (HTTPS) or neither"
+            )
+        if self.admission_client_ca_file is not None and self.tls_cert_file is None:
+            raise SettingsError(
+                f"{PREFIX}ADMISSION_CLIENT_CA_FILE asks for client certificates, which only "
+                f"HTTPS carries: set {PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE too"
+            )
+        if self.admission_client_names and self.admission_client_ca_file is None:
+            raise SettingsError(
+                f"{PREFIX}ADMISSION_CLIENT_NAMES names client certificates: set "
+                f"{PREFIX}ADMISSION_CLIENT_CA_FILE to the CA that signs them"
             )
         if self.admission_policy is not None and self.policy_file is None:
             raise SettingsError(

@@ -10,6 +10,7 @@ fork does not carry) and flushes it when it exits.
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 from service import logs, telemetry
@@ -21,6 +22,13 @@ bind = _settings.bind
 # HTTPS when both are set (Settings checks both or neither): the API server calls webhooks so.
 certfile = str(_settings.tls_cert_file) if _settings.tls_cert_file else None
 keyfile = str(_settings.tls_key_file) if _settings.tls_key_file else None
+# The API server's client certificate for POST /v1/admission: asked of every TLS client but
+# required of none at the TLS layer (other callers have none); a certificate offered is checked
+# against the CA here, and the view requires one (service.api.auth). gunicorn builds the TLS
+# context for each connection, so a renewed CA file is read without a restart.
+if _settings.admission_client_ca_file is not None:
+    cert_reqs = ssl.CERT_OPTIONAL
+    ca_certs = str(_settings.admission_client_ca_file)
 workers = _settings.workers
 threads = _settings.threads
 loglevel = _settings.log_level.lower()

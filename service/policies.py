@@ -5,6 +5,7 @@ policies:
   - name: release                      # unique, [a-z0-9][a-z0-9._-]*
     tenant: platform                   # who may use it (see SIGVERIFY_API_TOKENS)
     mode: enforce                      # or audit: a failure is reported, not enforced
+    public: false                      # true: GET /v1/badge answers for it (default false)
     description: Images built by our release workflow
     policy: {certificateIdentity: ..., certificateOidcIssuer: ...}   # as POST /v1/verify takes
 admission:                             # optional: which policy POST /v1/admission applies where
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 1 << 20
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_FIELDS = {"name", "tenant", "mode", "description", "policy"}
+_FIELDS = {"name", "tenant", "mode", "public", "description", "policy"}
 _SECTIONS = {"policies", "admission"}
 _ADMISSION_FIELDS = {"default", "namespaces", "exempt"}
 # A Kubernetes namespace name: an RFC 1123 DNS label.
@@ -57,6 +58,9 @@ class NamedPolicy:
     name: str
     tenant: str
     mode: Mode
+    # Whether GET /v1/badge answers for it: a badge is public (no token), and what it shows
+    # (which repositories and tags exist, what signed them) is then public too.
+    public: bool
     description: str
     policy: core.Policy = field(repr=False)
     document: Mapping[str, Any] = field(repr=False)  # the policy as written, for listing
@@ -66,6 +70,7 @@ class NamedPolicy:
             "name": self.name,
             "tenant": self.tenant,
             "mode": self.mode,
+            "public": self.public,
             "description": self.description,
             "digest": self.policy.digest,
             "policy": dict(self.document),
@@ -153,6 +158,9 @@ def _parse_named(
         mode = item.get("mode", "enforce")
         if mode not in ("enforce", "audit"):
             raise PolicyFileError(f"{where}.mode: expected enforce or audit, found {mode!r:.40}")
+        public = item.get("public", False)
+        if not isinstance(public, bool):
+            raise PolicyFileError(f"{where}.public: expected true or false, found {public!r:.40}")
         description = item.get("description", "")
         if not isinstance(description, str):
             raise PolicyFileError(f"{where}.description: expected a string")
@@ -166,7 +174,7 @@ def _parse_named(
         except core.PolicyError as exc:
             at = f".{exc.field}" if exc.field else ""
             raise PolicyFileError(f"{where}.policy{at}: {exc}") from None
-        found[name] = NamedPolicy(name, tenant, mode, description, policy, raw)
+        found[name] = NamedPolicy(name, tenant, mode, public, description, policy, raw)
     return found
 
 

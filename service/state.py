@@ -12,7 +12,7 @@ from service.config import Settings
 from service.keys import PublishedKey, SigningKey
 
 if TYPE_CHECKING:
-    from service.api.auth import Tokens
+    from service.api.auth import AdmissionCallers, Tokens
     from service.policies import PolicyStore
     from service.registry import RegistryClient
     from service.telemetry import Telemetry
@@ -36,6 +36,7 @@ class Services:
     verifier: VerificationService
     policies: PolicyStore
     tokens: Tokens
+    admission_callers: AdmissionCallers
     telemetry: Telemetry
 
     def start_background(self) -> None:

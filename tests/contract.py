@@ -64,10 +64,10 @@ def check_response(response: httpx.Response) -> None:
     assert documented is not None, f"{response.status_code} undocumented for {request.url.path}"
     documented = _resolve(documented)
     media = response.headers.get("content-type", "").split(";")[0].strip()
-    content = documented.get("content", {})
-    if not content:  # documented without a body (304)
-        assert not response.content, f"{response.status_code} {request.url.path} has a body"
+    if "content" not in documented:  # documented without a body (a 304): it has none
+        assert response.content == b"", f"a body on {response.status_code} {request.url.path}"
         return
+    content = documented["content"]
     assert media in content, f"{media} undocumented for {response.status_code} {request.url.path}"
     schema = content[media].get("schema")
     if schema is None or not media.endswith("json"):

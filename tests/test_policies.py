@@ -20,6 +20,7 @@ policies:
   - name: legacy-audit
     tenant: team-b
     mode: audit
+    public: true
     policy: {keys: []}
 """
 
@@ -38,6 +39,10 @@ def test_a_good_file() -> None:
     assert policies["release"].mode == "enforce"
     assert policies["legacy-audit"].mode == "audit"
     assert policies["release"].policy.digest.startswith("sha256:")
+    # Badges answer only for public policies; a policy is not public unless it says so.
+    assert policies["release"].public is False
+    assert policies["legacy-audit"].public is True
+    assert policies["legacy-audit"].to_dict()["public"] is True
 
 
 @pytest.mark.parametrize(
@@ -46,6 +51,7 @@ def test_a_good_file() -> None:
         ((b"name: release", b"name: Release!"), "policies[0].name"),
         ((b"tenant: platform", b"tenant: ''"), "(release).tenant"),
         ((b"mode: audit", b"mode: warn"), "(legacy-audit).mode"),
+        ((b"public: true", b"public: 'yes'"), "(legacy-audit).public: expected true or false"),
         ((b"description: the", b"descripton: the"), "(release).descripton: unknown field"),
         ((b"name: legacy-audit", b"name: release"), "defined twice"),
         ((b"certificateIdentity: https", b"certificateIdentiy: https"), "(release).policy"),

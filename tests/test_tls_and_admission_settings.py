@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import ssl
 import types
 from pathlib import Path
 
@@ -96,6 +97,57 @@ def test_gunicorn_serves_https_only_with_tls_files(
         tls = importlib.reload(service.gunicorn_conf)
         assert (tls.certfile, tls.keyfile) == (str(cert), str(key))
         assert _ssl(tls) is True
+    finally:
+        monkeypatch.undo()
+        importlib.reload(service.gunicorn_conf)
+
+
+def test_admission_caller_settings_need_what_they_build_on(
+    pem_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A client CA needs HTTPS (certificates ride on TLS); names need the CA that signs them."""
+    ca = tmp_path / "client-ca.crt"
+    ca.write_text("ca")
+    with pytest.raises(SettingsError, match="ADMISSION_CLIENT_CA_FILE asks for client"):
+        Settings.from_env({"SIGVERIFY_ADMISSION_CLIENT_CA_FILE": str(ca)})
+    with pytest.raises(SettingsError, match="ADMISSION_CLIENT_NAMES names client certificates"):
+        Settings.from_env({"SIGVERIFY_ADMISSION_CLIENT_NAMES": "kube-apiserver"})
+    with pytest.raises(SettingsError, match=r"ADMISSION_TOKEN_FILE=.*no such file"):
+        Settings.from_env({"SIGVERIFY_ADMISSION_TOKEN_FILE": str(tmp_path / "absent")})
+    cert, key = pem_files
+    settings = Settings.from_env(
+        {
+            "SIGVERIFY_TLS_CERT_FILE": str(cert),
+            "SIGVERIFY_TLS_KEY_FILE": str(key),
+            "SIGVERIFY_ADMISSION_CLIENT_CA_FILE": str(ca),
+            "SIGVERIFY_ADMISSION_CLIENT_NAMES": "kube-apiserver, apiserver-webhook",
+        }
+    )
+    assert settings.admission_client_ca_file == ca
+    assert settings.admission_client_names == ("kube-apiserver", "apiserver-webhook")
+    assert Settings.from_env({}).admission_client_ca_file is None
+
+
+def test_gunicorn_asks_for_client_certificates_only_with_a_client_ca(
+    monkeypatch: pytest.MonkeyPatch, pem_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """CERT_OPTIONAL: every TLS client is asked, none is required to answer at the TLS layer
+    (probes and API callers have no certificate); the admission view requires one."""
+    ca = tmp_path / "client-ca.crt"
+    ca.write_text("ca")
+    cert, key = pem_files
+    try:
+        monkeypatch.setenv("SIGVERIFY_TLS_CERT_FILE", str(cert))
+        monkeypatch.setenv("SIGVERIFY_TLS_KEY_FILE", str(key))
+        tls = importlib.reload(service.gunicorn_conf)
+        assert not hasattr(tls, "cert_reqs") and not hasattr(tls, "ca_certs")
+        monkeypatch.setenv("SIGVERIFY_ADMISSION_CLIENT_CA_FILE", str(ca))
+        mutual = importlib.reload(service.gunicorn_conf)
+        assert (mutual.cert_reqs, mutual.ca_certs) == (ssl.CERT_OPTIONAL, str(ca))
+        cfg = Config()
+        cfg.set("cert_reqs", mutual.cert_reqs)
+        cfg.set("ca_certs", mutual.ca_certs)
+        assert cfg.cert_reqs == ssl.CERT_OPTIONAL
     finally:
         monkeypatch.undo()
         importlib.reload(service.gunicorn_conf)

@@ -1,6 +1,7 @@
 """`POST /v1/admission`: a Kubernetes validating admission webhook (AdmissionReview v1).
 
-The API server sends a review of a Pod, or of a workload with a pod template (Deployment,
+The API server sends a review of a Pod (created, updated, or given a debug container through its
+`ephemeralcontainers` subresource), or of a workload with a pod template (Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob). Every image of its containers, init containers
 and ephemeral containers is verified, concurrently (the batch machinery), against the named
 policy for the object's namespace, and the policy's mode decides:
@@ -10,6 +11,12 @@ policy for the object's namespace, and the policy's mode decides:
   names each such image (by tag and the digest it resolved to) and its first reason.
 - `audit`: the object is allowed, with one warning per such image (kubectl shows them).
 Either way a failure adds `auditAnnotations` (the API server's audit log keeps them).
+
+What an answer says: the images the reviewed object names, the digests they resolved to, and
+for each failure the verdict's first reason about that image, or, for an image that cannot be
+verified now, which kind of trouble it met in fixed words ("its registry could not be reached").
+Never what an upstream said (addresses, error text, token realms, other repositories): whoever
+may create a Pod reads these messages. The service's log keeps the details, by review uid.
 
 Which policy: the policy file's `admission` section maps namespaces to policies, with a `default`
 for the others; without that section, or without a `default`, SIGVERIFY_ADMISSION_POLICY is the
@@ -21,10 +28,12 @@ A well-formed review is always answered HTTP 200 with `response.uid` echoing `re
 protocol), within the time budget; dry runs are handled alike. A malformed review is a 400
 problem naming the field.
 
-The API server sends no bearer token: while admission is configured the path is public
-(`service.api.auth`); the NetworkPolicy (who may connect) and TLS (`SIGVERIFY_TLS_CERT_FILE`,
-the API server checking the certificate against the webhook's caBundle) protect it. Admission
-reviews are not charged to a rate limit: the API server is one caller for every namespace.
+The API server sends none of the API tokens: while admission is configured the path needs none
+(`service.api.auth`), and can require the API server's client certificate
+(SIGVERIFY_ADMISSION_CLIENT_CA_FILE) or webhook token (SIGVERIFY_ADMISSION_TOKEN_FILE) instead;
+the NetworkPolicy (who may connect) and TLS (`SIGVERIFY_TLS_CERT_FILE`, the API server checking
+the certificate against the webhook's caBundle) protect it too. Admission reviews are not
+charged to a rate limit: the API server is one caller for every namespace.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from service.api.batch import verify_all
-from service.api.errors import ApiProblem
+from service.api.errors import TYPE_BASE, ApiProblem
 from service.api.verify import ChosenPolicy
 from service.config import PREFIX, Settings, SettingsError
 from service.policies import AdmissionRules, Mode, PolicyStore
@@ -71,6 +80,10 @@ POD_SPECS: dict[tuple[str, str], tuple[str, ...]] = {
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 # Operations with nothing to verify: the object goes away, or is only connected to.
 UNCHECKED_OPERATIONS = frozenset({"DELETE", "CONNECT"})
+# The one subresource that changes which images run: `kubectl debug` updates a Pod's
+# `ephemeralcontainers` (the review's object is the whole Pod). Every other subresource (a Pod's
+# status, binding, eviction or resize; a workload's scale or status) cannot, and is not checked.
+CHECKED_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
 OPERATIONS = frozenset({"CREATE", "UPDATE"}) | UNCHECKED_OPERATIONS
 
 
@@ -95,13 +108,38 @@ class Review:
     images: tuple[str, ...]  # unique, in the order they appear
 
 
+# An image that cannot be verified now, by its problem's type: what the answer says of it. Fixed
+# words, never the problem's detail, which carries what an upstream said.
+NOT_VERIFIABLE = {
+    "invalid-request": "not a valid image reference",
+    "registry-refused": "its registry may not be contacted from here",
+    "image-not-found": "not found in its registry",
+    "limit-exceeded": "its manifest or signatures are over a size or count limit",
+    "registry-timeout": "its registry did not answer in time",
+    "registry-unauthorized": "its registry refused access",
+    "registry-unavailable": "its registry could not be reached",
+    "registry-bad-response": "its registry gave an unusable answer",
+    "rekor-timeout": "the transparency log did not answer in time",
+    "rekor-unavailable": "the transparency log could not be reached",
+}
+# Problems whose detail is the webhook's own words (the time budget), shown as they are.
+OWN_DETAIL = frozenset({"verification-timeout"})
+UNEXPECTED = "sigverify failed unexpectedly (see its log)"
+
+
 @dataclass(frozen=True)
 class Failure:
-    """An image that did not pass: why, and whether it was an outage rather than a verdict."""
+    """An image that did not pass: what the answer says (`reason`), what the log keeps
+    (`detail`), and whether it was an outage rather than a verdict."""
 
     image: str
     reason: str
     operational: bool
+    detail: str = ""
+
+    @property
+    def logged(self) -> str:
+        return self.detail or self.reason
 
 
 def _mapping(value: Any, field: str) -> Mapping[str, Any]:
@@ -161,7 +199,8 @@ def parse_review(body: Any) -> Review:
         raise ReviewError("request.operation", "expected " + ", ".join(sorted(OPERATIONS)))
     namespace = _optional_str(req.get("namespace"), "request.namespace")
     name = _optional_str(req.get("name"), "request.name")
-    if operation in UNCHECKED_OPERATIONS:
+    subresource = _optional_str(req.get("subResource"), "request.subResource") or ""
+    if operation in UNCHECKED_OPERATIONS or subresource not in CHECKED_SUBRESOURCES:
         return Review(uid, operation, namespace, None, name, ())
     gvk = _mapping(req.get("kind"), "request.kind")
     group, kind = gvk.get("group", ""), gvk.get("kind")
@@ -195,8 +234,10 @@ def failure_of(result: Mapping[str, Any]) -> Failure | None:
         return Failure(image, _clip(str(reasons[0]), MAX_REASON_CHARS), operational=False)
     problem = result.get("problem") or {}
     detail = str(problem.get("detail") or "verification failed")
-    reason = _clip(f"cannot be verified now: {detail}", MAX_REASON_CHARS)
-    return Failure(image, reason, operational=True)
+    kind = str(problem.get("type") or "").removeprefix(TYPE_BASE)
+    said = detail if kind in OWN_DETAIL else NOT_VERIFIABLE.get(kind, UNEXPECTED)
+    reason = _clip(f"cannot be verified now: {said}", MAX_REASON_CHARS)
+    return Failure(image, reason, operational=True, detail=f"{kind}: {detail}")
 
 
 def decide(
@@ -336,6 +377,6 @@ def admission() -> Response:
             review.name or "-",
             named.name,
             named.mode,
-            "; ".join(f"{f.image}: {f.reason}" for f in failures),
+            "; ".join(f"{f.image}: {f.logged}" for f in failures),
         )
     return _answer(response)

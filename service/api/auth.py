@@ -1,18 +1,31 @@
-"""Bearer API tokens mapped to tenants.
+"""Bearer API tokens mapped to tenants, and who may call the admission webhook.
 
 With no token configured, authentication is off (development) and `/readyz` says so. With
 tokens, every endpoint but the public ones needs `Authorization: Bearer <token>`. Tokens are
 compared in constant time (hashed, then `hmac.compare_digest` against every known token, no
 early exit) and never logged or echoed.
+
+`POST /v1/admission` is called by the Kubernetes API server, which has none of those tokens.
+While admission is configured it needs none of them; instead it can require what the API server
+presents to webhooks (its AdmissionConfiguration `kubeConfigFile`): a client certificate that
+SIGVERIFY_ADMISSION_CLIENT_CA_FILE's CA signed (optionally with one of
+SIGVERIFY_ADMISSION_CLIENT_NAMES), and/or a bearer token from SIGVERIFY_ADMISSION_TOKEN_FILE.
+Each one set is required. A caller without them gets a 401 or 403 problem, not an
+AdmissionReview: the API server treats any non-200 as a failed call and applies the webhook's
+`failurePolicy`, as it does when it cannot connect or the TLS handshake fails, and a caller
+that is not the API server learns nothing about any image.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+import logging
+import ssl
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import g, request
 
@@ -20,14 +33,17 @@ from service.api.errors import ApiProblem
 from service.config import PREFIX, Settings, SettingsError
 from service.state import services
 
+log = logging.getLogger(__name__)
+
 # Reachable without a token: liveness, readiness, the contract, public keys and badges.
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/version", "/openapi.yaml", "/docs", "/metrics", "/v1/keys"}
 )
 PUBLIC_PREFIXES = ("/v1/badge", "/docs/")
-# Public only while admission is configured (SIGVERIFY_ADMISSION_POLICY, or the policy file's
-# `admission` section): the Kubernetes API server calls webhooks without our tokens; the
-# NetworkPolicy (who may connect) and TLS protect it instead.
+# Needs no API token while admission is configured (SIGVERIFY_ADMISSION_POLICY, or the policy
+# file's `admission` section): the Kubernetes API server calls webhooks without our tokens; its
+# client certificate or webhook token (`check_admission_caller`), the NetworkPolicy (who may
+# connect) and TLS protect it instead.
 ADMISSION_PATH = "/v1/admission"
 AUTH_OFF_WARNING = (
     f"no API tokens configured ({PREFIX}API_TOKENS, {PREFIX}API_TOKENS_FILE): every caller may "
@@ -85,6 +101,107 @@ def load_tokens(settings: Settings) -> Tokens:
     return Tokens(tuple(seen.items()))
 
 
+@dataclass(frozen=True)
+class AdmissionCallers:
+    """What POST /v1/admission requires of its caller; nothing when both are empty/off."""
+
+    token_digests: tuple[bytes, ...]
+    client_certificate: bool
+    client_names: frozenset[str]
+
+    @property
+    def enabled(self) -> bool:
+        return self.client_certificate or bool(self.token_digests)
+
+    def token_matches(self, token: str) -> bool:
+        """Whether `token` is one of the file's; the same work whichever matches."""
+        digest = hashlib.sha256(token.encode()).digest()
+        found = False
+        for known in self.token_digests:
+            found |= hmac.compare_digest(known, digest)
+        return found
+
+
+def load_admission_callers(settings: Settings) -> AdmissionCallers:
+    """The admission webhook's caller requirements from settings (the token file is read now,
+    at start; `#` lines and blank lines are skipped)."""
+    digests: list[bytes] = []
+    path = settings.admission_token_file
+    if path is not None:
+        where = f"{PREFIX}ADMISSION_TOKEN_FILE={str(path)!r}"
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{where}: cannot read: {exc}") from None
+        for n, line in enumerate(lines, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            if len(text) < 16 or len(text.split()) != 1:
+                raise SettingsError(f"{where}: line {n}: expected one token of 16+ characters")
+            digests.append(hashlib.sha256(text.encode()).digest())
+        if not digests:
+            raise SettingsError(f"{where}: no token in the file")
+    return AdmissionCallers(
+        token_digests=tuple(digests),
+        client_certificate=settings.admission_client_ca_file is not None,
+        client_names=frozenset(settings.admission_client_names),
+    )
+
+
+def certificate_names(peer: Mapping[str, Any]) -> set[str]:
+    """The subject common names and DNS SANs of a certificate as `ssl` decodes it."""
+    names = {
+        str(value) for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"
+    }
+    names |= {str(value) for kind, value in peer.get("subjectAltName", ()) if kind == "DNS"}
+    return names
+
+
+def peer_certificate(environ: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The client certificate the TLS layer verified on this request's connection (gunicorn
+    puts the socket in the WSGI environ), or None: no TLS, or no certificate offered."""
+    sock = environ.get("gunicorn.socket")
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    peer = sock.getpeercert()
+    return peer or None
+
+
+def check_admission_caller(callers: AdmissionCallers) -> None:
+    """Before POST /v1/admission: the caller shows what `callers` requires, or gets a problem
+    (401 without the token, 403 without an accepted certificate). Never logs the token."""
+    if callers.client_certificate:
+        peer = peer_certificate(request.environ)
+        names = certificate_names(peer) if peer is not None else set()
+        refused = None
+        if peer is None:
+            refused = "no client certificate"
+        elif callers.client_names and not names & callers.client_names:
+            refused = f"client certificate names {sorted(names)} are not accepted"
+        if refused is not None:
+            log.warning("admission call from %s refused: %s", request.remote_addr, refused)
+            raise ApiProblem(
+                403,
+                "Forbidden",
+                "the admission webhook answers only the Kubernetes API server: its client "
+                "certificate is required",
+                kind="admission-caller-refused",
+            )
+    if callers.token_digests:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not callers.token_matches(token.strip()):
+            log.warning("admission call from %s refused: no valid token", request.remote_addr)
+            raise ApiProblem(
+                401,
+                "Unauthorized",
+                "the admission webhook answers only the Kubernetes API server: its token is "
+                "required (Authorization: Bearer <token>)",
+                kind="unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="sigverify-admission"'},
+            )
+
+
 def is_public(path: str, *, admission: bool = False) -> bool:
     """Whether `path` needs no token; the admission webhook only when `admission` is configured."""
     if admission and path == ADMISSION_PATH:
@@ -93,9 +210,14 @@ def is_public(path: str, *, admission: bool = False) -> bool:
 
 
 def authenticate(tokens: Tokens) -> None:
-    """Before every request: set `g.tenant` (None when auth is off), or answer 401."""
+    """Before every request: set `g.tenant` (None when auth is off), or answer 401; the
+    configured admission webhook checks its own caller instead."""
     g.tenant = None
-    admission = services().admission_configured
+    svc = services()
+    admission = svc.admission_configured
+    if admission and request.path == ADMISSION_PATH:
+        check_admission_caller(svc.admission_callers)
+        return
     if not tokens.enabled or is_public(request.path, admission=admission):
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")

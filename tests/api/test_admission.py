@@ -17,6 +17,8 @@ import pytest
 from service.api.admission import (
     MAX_ANNOTATION_CHARS,
     MAX_WARNING_CHARS,
+    NOT_VERIFIABLE,
+    UNEXPECTED,
     Failure,
     ReviewError,
     decide,
@@ -27,9 +29,11 @@ from service.api.admission import (
     pod_images,
     policy_name_for,
 )
+from service.api.errors import REGISTRY_PROBLEMS, TYPE_BASE, operational_problem
 from service.app import create_app
 from service.config import Settings, SettingsError
 from service.policies import AdmissionRules, PolicyStore
+from service.verification import UpstreamError
 from tests.api.conftest import NO_REKOR
 from tests.contract import CheckedClient
 
@@ -251,7 +255,8 @@ def test_enforce_fails_closed_naming_every_image(gate: CheckedClient) -> None:
     assert decided["status"]["code"] == 403
     message = decided["status"]["message"]
     assert "'gate'" in message and "2 of 2 image(s)" in message
-    assert f"{APP}: cannot be verified now: registry:" in message
+    # Loopback is refused by the outbound guard: said in fixed words, not the guard's.
+    assert f"{APP}: cannot be verified now: its registry may not be contacted from here" in message
     assert f"{SIDECAR}: cannot be verified now" in message
     assert "warnings" not in decided
 
@@ -290,6 +295,27 @@ def test_delete_and_pods_without_images_are_allowed(gate: CheckedClient) -> None
     assert answer(gate, review(no_image, kind="Deployment", group="apps"))["allowed"] is True
     # UPDATE is checked like CREATE.
     assert answer(gate, _with("request.operation", "UPDATE"))["allowed"] is False
+
+
+def test_a_debug_container_is_checked_and_other_subresources_are_not(gate: CheckedClient) -> None:
+    """`kubectl debug` updates the `ephemeralcontainers` subresource, its object the whole Pod:
+    every image is verified (here: cannot be, so denied). A Pod's status, binding, eviction or
+    resize cannot change what runs: allowed unchecked, whatever object they carry."""
+    debug = _with("request.subResource", "ephemeralcontainers")
+    debug = _with("request.operation", "UPDATE", debug)
+    debug["request"]["object"]["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": SIDECAR, "targetContainerName": "c0"}
+    ]
+    denied = answer(gate, debug)
+    assert denied["allowed"] is False
+    assert SIDECAR in denied["status"]["message"] and APP in denied["status"]["message"]
+    for sub, kind in [("status", "Pod"), ("binding", "Binding"), ("eviction", "Eviction"),
+                      ("resize", "Pod")]:  # fmt: skip
+        other = _with("request.subResource", sub, _with("request.kind.kind", kind))
+        assert answer(gate, other) == {"uid": other["request"]["uid"], "allowed": True}, sub
+    # Only a string is a subresource name.
+    bad = gate.post("/v1/admission", json=_with("request.subResource", ["status"]))
+    assert bad.status_code == 400 and "request.subResource" in bad.json()["errors"]
 
 
 # -- auth ---------------------------------------------------------------------------------------
@@ -358,10 +384,33 @@ def test_failure_of_a_result() -> None:
     assert failure_of({"image": APP, "status": 200, "verdict": {"verified": True}}) is None
     failed = {"image": APP, "status": 200, "verdict": {"verified": False, "reasons": ["r1", "r2"]}}
     assert failure_of(failed) == Failure(APP, "r1", operational=False)
-    down = {"image": APP, "status": 502, "problem": {"detail": "registry: refused\nconnection"}}
+    # An outage is said in fixed words by its problem's type; the detail goes to the log only.
+    detail = "manifest v1 in r.example/a: registry error (503) (DB: db-7.corp.internal is down)"
+    down = {"image": APP, "status": 502,
+            "problem": {"type": f"{TYPE_BASE}registry-unavailable", "detail": detail}}  # fmt: skip
     assert failure_of(down) == Failure(
-        APP, "cannot be verified now: registry: refused connection", operational=True
+        APP,
+        "cannot be verified now: its registry could not be reached",
+        operational=True,
+        detail=f"registry-unavailable: {detail}",
     )
+    # The time budget is the webhook's own words; anything unknown is said as unexpected.
+    late = {"type": f"{TYPE_BASE}verification-timeout", "detail": "not verified within 8s"}
+    found = failure_of({"image": APP, "status": 504, "problem": late})
+    assert found is not None and found.reason == "cannot be verified now: not verified within 8s"
+    odd = failure_of({"image": APP, "status": 500, "problem": {"detail": "Traceback ..."}})
+    assert odd is not None and odd.reason == f"cannot be verified now: {UNEXPECTED}"
+    assert "Traceback" in odd.logged
+
+
+def test_every_problem_an_image_can_meet_has_its_words() -> None:
+    """Every registry and Rekor problem the service answers with has fixed words here, so none
+    is said as 'unexpected', and none could show its detail."""
+    raised: list[Exception] = [cls(f"{cls.__name__} detail") for cls, *_ in REGISTRY_PROBLEMS]
+    raised += [UpstreamError("rekor down", timeout=False), UpstreamError("slow", timeout=True)]
+    for exc in raised:
+        problem = operational_problem(exc)
+        assert problem is not None and problem.kind in NOT_VERIFIABLE, exc
 
 
 def test_decide() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
 import pytest
 
+from service.api.auth import certificate_names, load_admission_callers, peer_certificate
 from service.app import create_app
 from service.config import Settings, SettingsError
 from tests.api.conftest import NO_REKOR
@@ -137,3 +139,74 @@ def test_tokens_from_the_environment_are_checked(tmp_path: Path) -> None:
     parsed = Settings.from_env({"SIGVERIFY_API_TOKENS": f"platform={TOKEN_A}, b={TOKEN_B}"})
     assert parsed.api_tokens == (("platform", TOKEN_A), ("b", TOKEN_B))
     assert TOKEN_A not in repr(parsed)
+
+
+# -- the admission webhook's caller -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("short\n", "line 1: expected one token of 16+ characters"),
+        ("# only a comment\n\n", "no token in the file"),
+        ("webhook-token-0123456789 extra\n", "line 1: expected one token"),
+    ],
+)
+def test_a_bad_admission_token_file_stops_the_start(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    token_file = tmp_path / "webhook-tokens"
+    token_file.write_text(text)
+    with pytest.raises(SettingsError, match=re.escape(fragment)):
+        load_admission_callers(Settings(admission_token_file=token_file))
+
+
+def test_admission_callers_from_settings(tmp_path: Path) -> None:
+    assert not load_admission_callers(Settings()).enabled
+    token_file = tmp_path / "webhook-tokens"
+    token_file.write_text(
+        "# current, then next\nwebhook-token-0123456789\nwebhook-token-abcdefghij\n"
+    )
+    callers = load_admission_callers(Settings(admission_token_file=token_file))
+    assert callers.enabled and not callers.client_certificate
+    assert callers.token_matches("webhook-token-abcdefghij")
+    assert not callers.token_matches("webhook-token-012345678")
+    assert not callers.token_matches("")
+
+
+def test_certificate_names_are_the_common_names_and_dns_sans() -> None:
+    """As `ssl.SSLSocket.getpeercert()` decodes a verified certificate."""
+    peer = {
+        "subject": ((("organizationName", "system:masters"),), (("commonName", "apiserver"),)),
+        "subjectAltName": (("DNS", "kube-apiserver"), ("IP Address", "10.0.0.1"),
+                           ("URI", "spiffe://cluster/apiserver")),
+    }  # fmt: skip
+    assert certificate_names(peer) == {"apiserver", "kube-apiserver"}
+    assert certificate_names({}) == set()
+
+
+def test_without_gunicorns_tls_socket_there_is_no_peer_certificate() -> None:
+    assert peer_certificate({}) is None
+    assert peer_certificate({"gunicorn.socket": object()}) is None
+
+
+def test_the_webhook_refuses_in_process_calls_when_a_certificate_is_required(
+    tmp_path: Path,
+) -> None:
+    """No TLS socket, no certificate: a 403 problem before the review is even read."""
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_bytes(POLICIES)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        rekor_url=NO_REKOR,
+        policy_file=policy_file,
+        admission_policy="release",
+        admission_client_ca_file=ca,
+    )
+    app = create_app(settings)
+    with CheckedClient(transport=httpx.WSGITransport(app=app), base_url="http://s") as c:
+        refused = c.post("/v1/admission", content=b"not even json")
+        assert refused.status_code == 403
+        assert refused.json()["type"].endswith("/admission-caller-refused")

@@ -85,6 +85,7 @@ POLICIES = f"""\
 policies:
   - name: {NAMED_POLICY}
     tenant: platform
+    public: true
     description: The one named policy, so generated requests can get past policy-not-found.
     policy:
       certificateIdentity: https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main

@@ -2,7 +2,8 @@
 
 `scripts/helm.sh` puts helm at .venv/tools/helm; a test that needs it fails, with the command to
 run, when it is missing. helm gets private cache, config and data directories and no kubeconfig:
-`helm lint` and `helm template` never contact a cluster or a repository.
+`helm lint` and `helm template` never contact a cluster or a repository, except the Kubernetes API
+double of `tests.deploy.kube_api` on loopback when a test names its kubeconfig.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ NAMESPACE = "verify"
 _HOME = ROOT / ".venv" / "tools" / "helm-home"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run helm with `args`; fails the test when the binary is missing."""
+def run(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run helm with `args` (against the cluster `kubeconfig` names, if any); fails the test
+    when the binary is missing."""
     if not HELM.is_file():
         pytest.fail(f"{HELM} is missing: run scripts/helm.sh (scripts/test.sh does it)")
     env = {
@@ -38,7 +40,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         "HELM_CACHE_HOME": str(_HOME / "cache"),
         "HELM_CONFIG_HOME": str(_HOME / "config"),
         "HELM_DATA_HOME": str(_HOME / "data"),
-        "KUBECONFIG": os.devnull,
+        "KUBECONFIG": str(kubeconfig) if kubeconfig is not None else os.devnull,
     }
     return subprocess.run(
         [str(HELM), *args], capture_output=True, text=True, timeout=60, env=env, check=False
@@ -100,9 +102,15 @@ def template_args(values: Sequence[Path] = (), sets: Sequence[str] = ()) -> list
     return args
 
 
-def template(values: Sequence[Path] = (), sets: Sequence[str] = ()) -> Rendered:
-    """Render the chart; fails the test with helm's message when rendering fails."""
-    result = run(*template_args(values, sets))
+def template(
+    values: Sequence[Path] = (), sets: Sequence[str] = (), *, kubeconfig: Path | None = None
+) -> Rendered:
+    """Render the chart; fails the test with helm's message when rendering fails. With
+    `kubeconfig`, helm renders against that cluster (`--dry-run=server`: `lookup` asks it)."""
+    args = template_args(values, sets)
+    if kubeconfig is not None:
+        args += ["--dry-run=server", "--disable-openapi-validation"]
+    result = run(*args, kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.load_all(result.stdout, Loader=_UniqueKeyLoader) if d]
     return Rendered(docs)

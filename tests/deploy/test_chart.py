@@ -37,13 +37,17 @@ CHART_MANAGED = {"bind", "data_dir", "redis_url", "signing_key_file", "docker_co
                  # Secrets never go into a ConfigMap: tokens come from apiTokens.existingSecret.
                  "api_tokens", "retired_key_files",
                  # Each from trustRoot.extra, mounted from its ConfigMap.
-                 "trust_roots"}  # fmt: skip
+                 "trust_roots",
+                 # From admissionWebhook.clientAuth, mounted from its ConfigMap and Secret.
+                 "admission_client_ca_file", "admission_client_names",
+                 "admission_token_file"}  # fmt: skip
 # Variables that are not sigverify settings but that the chart may set.
 OTHER_ENV = {"REDIS_PASSWORD", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
 FILE_SETTINGS = {"SIGVERIFY_SIGNING_KEY_FILE", "SIGVERIFY_DOCKER_CONFIG",
                  "SIGVERIFY_TRUST_ROOT_FILE", "SIGVERIFY_POLICY_FILE",
                  "SIGVERIFY_API_TOKENS_FILE", "SIGVERIFY_TLS_CERT_FILE",
-                 "SIGVERIFY_TLS_KEY_FILE"}  # fmt: skip
+                 "SIGVERIFY_TLS_KEY_FILE", "SIGVERIFY_ADMISSION_CLIENT_CA_FILE",
+                 "SIGVERIFY_ADMISSION_TOKEN_FILE"}  # fmt: skip
 
 
 def _values(case: str) -> list[Path]:
@@ -108,7 +112,9 @@ def test_defaults_render_what_a_production_install_needs() -> None:
     r = rendered("defaults")
     kinds = {d["kind"] for d in r.docs}
     assert kinds == {"ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "Pod",
-                     "PodDisruptionBudget", "Service", "ServiceAccount"}  # fmt: skip
+                     "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"}  # fmt: skip
+    # The one Secret: the release's verdict-signing key (tests/deploy/test_chart_signing_key.py).
+    assert r.get("Secret")["metadata"]["name"] == f"{RELEASE}-signing-key"
     assert not r.has("ServiceMonitor") and not r.has("ValidatingWebhookConfiguration")
 
 
@@ -267,6 +273,17 @@ def test_every_variable_is_a_setting_the_service_accepts(case: str, tmp_path: Pa
             stand_in = tmp_path / path.name
             stand_in.write_text("x")
             start_env[name] = str(stand_in)
+        elif name == "SIGVERIFY_RETIRED_KEY_FILES":
+            assert value is not None
+            stand_ins = []
+            for n, file in enumerate(value.split(",")):
+                path = Path(file)
+                source = volumes[mounts[str(path.parent)]]
+                assert [i["path"] for i in source["secret"]["items"]] == [path.name], file
+                stand_in = tmp_path / f"retired-{n}.pem"
+                stand_in.write_text("x")
+                stand_ins.append(str(stand_in))
+            start_env[name] = ",".join(stand_ins)
         elif name == "SIGVERIFY_TRUST_ROOTS":
             assert value is not None
             stand_ins = []
@@ -411,15 +428,19 @@ def test_secrets_are_mounted_and_named_by_their_settings() -> None:
     assert env["SIGVERIFY_DOCKER_CONFIG"] == "/etc/sigverify/registry-credentials/config.json"
     assert env["SIGVERIFY_TRUST_ROOT_FILE"] == "/etc/sigverify/trust-root/trusted_root.json"
     volumes = {v["name"]: v for v in r.server["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["signing-key"]["secret"]["secretName"] == "sigverify-signing-key"
+    assert volumes["signing-key"]["secret"]["secretName"] == "sigverify-verdict-key"
+    assert env["SIGVERIFY_RETIRED_KEY_FILES"] == "/etc/sigverify/retired-keys/0/retired.pem"
+    assert volumes["retired-key-0"]["secret"] == {
+        "secretName": "sigverify-verdict-key-2025", "defaultMode": 0o440,
+        "items": [{"key": "public.pem", "path": "retired.pem"}]}  # fmt: skip
     assert volumes["registry-credentials"]["secret"]["items"] == [
         {"key": ".dockerconfigjson", "path": "config.json"}
     ]
     assert volumes["api-tokens"]["secret"]["secretName"] == "sigverify-api-tokens"
     assert volumes["trust-root"]["configMap"]["name"] == "sigverify-trusted-root"
-    # Without them: no file settings, no such volumes.
+    # Without them: no file settings but the generated signing key's, no such volumes.
     defaults = _container_env(rendered("defaults"))
-    assert not FILE_SETTINGS & set(defaults)
+    assert FILE_SETTINGS & set(defaults) == {"SIGVERIFY_SIGNING_KEY_FILE"}
 
 
 def test_policies_are_a_mounted_file() -> None:
@@ -596,8 +617,10 @@ def _notes(case: str) -> str:
 def test_notes_warn_about_what_production_needs() -> None:
     notes = _notes("defaults")
     assert f"kubectl -n {NAMESPACE} port-forward svc/{RELEASE} 8080:8080" in notes
-    assert "DEVELOPMENT key" in notes
-    assert "DEVELOPMENT key" not in _notes("secrets")
+    # One key for the release by default: no development keys, and where the key is kept.
+    assert "DEVELOPMENT" not in notes
+    assert f"Secret {RELEASE}-signing-key" in notes and "reinstall" in notes
+    assert f"{RELEASE}-signing-key" not in _notes("secrets")
     assert "no Redis" in _notes("redis-off") and "no Redis" not in notes
     assert "HTTPS only" in _notes("webhook")
 

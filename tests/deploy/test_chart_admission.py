@@ -3,9 +3,14 @@ that calls them follows, and the webhook's policy is one the service will find."
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 import yaml
 
+from service.api.admission import POD_SPECS
 from service.config import SETTINGS
 from service.policies import parse_policy_file
 from tests.deploy import helm
@@ -141,3 +146,167 @@ def test_the_webhook_waits_longer_than_the_service_budget() -> None:
 def test_the_schema_refuses_bad_admission_values(setting: str, path: str) -> None:
     message = helm.template_error(sets=[setting])
     assert path in message, message
+
+
+# ---- which requests the webhook's rules reach -------------------------------------------------
+
+ADMISSION_DATA = helm.ROOT / "tests" / "data" / "admission"
+# The resources whose objects the service reads a pod spec from (service.api.admission.POD_SPECS).
+RESOURCE_KINDS = {("", "pods"): "Pod", ("apps", "deployments"): "Deployment",
+                  ("apps", "statefulsets"): "StatefulSet", ("apps", "daemonsets"): "DaemonSet",
+                  ("apps", "replicasets"): "ReplicaSet", ("batch", "jobs"): "Job",
+                  ("batch", "cronjobs"): "CronJob"}  # fmt: skip
+
+
+def _matches(names: list[str], value: str) -> bool:
+    return "*" in names or value in names
+
+
+def _rule_matches(rule: dict[str, Any], request: dict[str, Any]) -> bool:
+    """Whether a webhook rule reaches an AdmissionReview request, as the API server decides it
+    (RuleWithOperations: `pods` is the resource alone, `pods/x` one subresource, `pods/*` every
+    subresource of pods, `*` every resource, `*/*` everything)."""
+    resource = request["resource"]
+    sub = request.get("subResource") or ""
+    wanted = f"{resource['resource']}/{sub}" if sub else resource["resource"]
+    resource_ok = any(
+        r in (wanted, "*/*")
+        or (r == "*" and not sub)
+        or (sub and r == f"{resource['resource']}/*")
+        or (sub and r == f"*/{sub}")
+        for r in rule["resources"]
+    )
+    scope = rule.get("scope", "*")
+    return (
+        _matches(rule["operations"], request["operation"])
+        and _matches(rule["apiGroups"], resource["group"])
+        and _matches(rule["apiVersions"], resource["version"])
+        and resource_ok
+        and scope in ("*", "Namespaced" if request.get("namespace") else "Cluster")
+    )
+
+
+def _reached(case: str, request: dict[str, Any]) -> bool:
+    (webhook,) = rendered(case).get("ValidatingWebhookConfiguration")["webhooks"]
+    return any(_rule_matches(rule, request) for rule in webhook["rules"])
+
+
+def _request(name: str) -> dict[str, Any]:
+    request: dict[str, Any] = json.loads((ADMISSION_DATA / name).read_text())["request"]
+    return request
+
+
+def test_the_rule_matcher_follows_the_api_servers_rules() -> None:
+    pods = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+            "resources": ["pods"], "scope": "Namespaced"}  # fmt: skip
+    debug = _request("pod-ephemeralcontainers-update.json")
+    assert _rule_matches(pods, _request("pod-create.json"))
+    assert not _rule_matches(pods, debug)  # `pods` is not its subresources
+    assert _rule_matches({**pods, "resources": ["pods/*"]}, debug)
+    assert _rule_matches({**pods, "resources": ["*/*"]}, debug)
+    assert not _rule_matches({**pods, "resources": ["*"]}, debug)
+    assert not _rule_matches({**pods, "operations": ["CREATE"]}, debug)
+    assert not _rule_matches(pods, _request("deployment-update.json"))
+
+
+@pytest.mark.parametrize("case", ["webhook", "webhook-certmanager", "webhook-workloads"])
+def test_every_container_is_reached(case: str) -> None:
+    """Pods as created and updated, and the `ephemeralcontainers` subresource `kubectl debug`
+    updates to add a container to a running Pod (the AdmissionReview the Kubernetes
+    documentation shows, in tests/data/admission)."""
+    assert _reached(case, _request("pod-create.json"))
+    assert _reached(case, _request("pod-ephemeralcontainers-update.json"))
+    for operation in ("CREATE", "UPDATE"):
+        assert _reached(case, {**_request("pod-create.json"), "operation": operation})
+
+
+def test_workloads_are_reached_only_where_asked_for() -> None:
+    deployment = _request("deployment-update.json")
+    assert not _reached("webhook", deployment)
+    assert _reached("webhook-workloads", deployment)
+    # ReplicaSets are scaled by the Deployment controller with updates: left out on purpose.
+    replicaset = {**deployment, "resource": {"group": "apps", "version": "v1",
+                                             "resource": "replicasets"}}  # fmt: skip
+    assert not _reached("webhook-workloads", replicaset)
+
+
+@pytest.mark.parametrize("case", ["webhook", "webhook-workloads"])
+def test_every_resource_the_rules_name_is_one_the_service_reads(case: str) -> None:
+    (webhook,) = rendered(case).get("ValidatingWebhookConfiguration")["webhooks"]
+    for rule in webhook["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                main, _, sub = resource.partition("/")
+                assert sub in ("", "ephemeralcontainers"), resource
+                kind = RESOURCE_KINDS[(group, main)]
+                assert (group, kind) in POD_SPECS, (group, kind)
+
+
+def test_the_default_rules_are_the_webhook_cases_rules() -> None:
+    """ci/webhook-values.yaml leaves the rules at their defaults: the tests above test those."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["admissionWebhook"]["rules"]
+    (webhook,) = rendered("webhook").get("ValidatingWebhookConfiguration")["webhooks"]
+    assert webhook["rules"] == defaults
+    assert (
+        "rules"
+        not in yaml.safe_load(Path(CHART / "ci" / "webhook-values.yaml").read_text())[
+            "admissionWebhook"
+        ]
+    )
+
+
+# ---- who may call the webhook -----------------------------------------------------------------
+
+
+def test_the_api_servers_certificate_and_token_are_wired() -> None:
+    r = rendered("webhook-clientauth")
+    values = yaml.safe_load((CHART / "ci" / "webhook-clientauth-values.yaml").read_text())
+    auth = values["admissionWebhook"]["clientAuth"]
+    env = _container_env(r)
+    assert env["SIGVERIFY_ADMISSION_CLIENT_CA_FILE"] == "/etc/sigverify/admission-client-ca/ca.crt"
+    assert env["SIGVERIFY_ADMISSION_CLIENT_NAMES"] == ",".join(auth["certificate"]["names"])
+    assert env["SIGVERIFY_ADMISSION_TOKEN_FILE"] == "/etc/sigverify/admission-token/tokens"
+    volumes = {v["name"]: v for v in r.server["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["admission-client-ca"]["configMap"] == {
+        "name": auth["certificate"]["caConfigMap"], "defaultMode": 0o444,
+        "items": [{"key": auth["certificate"]["caKey"], "path": "ca.crt"}]}  # fmt: skip
+    assert volumes["admission-token"]["secret"] == {
+        "secretName": auth["token"]["existingSecret"], "defaultMode": 0o440,
+        "items": [{"key": auth["token"]["key"], "path": "tokens"}]}  # fmt: skip
+    mounts = {m["name"]: m for m in r.container["volumeMounts"]}
+    assert (
+        mounts["admission-client-ca"]["readOnly"] is mounts["admission-token"]["readOnly"] is True
+    )
+    # The settings these make are ones the service starts with (with HTTPS, which they need).
+    assert env["SIGVERIFY_TLS_CERT_FILE"]
+
+
+def test_without_client_auth_nothing_is_asked_of_the_api_server() -> None:
+    for case in ("webhook", "defaults"):
+        env = _container_env(rendered(case))
+        assert not {k for k in env if k.startswith("SIGVERIFY_ADMISSION_CLIENT")}, case
+        assert "SIGVERIFY_ADMISSION_TOKEN_FILE" not in env, case
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["admissionWebhook.clientAuth.token.existingSecret=t"],
+         "admissionWebhook.clientAuth needs admissionWebhook.enabled"),
+        ([*WEBHOOK, *POLICY, "admissionWebhook.tls.existingSecret=tls",
+          "config.admission_policy=release", "admissionWebhook.clientAuth.certificate.names[0]=a"],
+         "certificate.names needs admissionWebhook.clientAuth.certificate.caConfigMap"),
+    ],
+)  # fmt: skip
+def test_client_auth_values_that_cannot_work_are_refused(sets: list[str], expected: str) -> None:
+    assert expected in helm.template_error(sets=sets)
+
+
+def test_notes_say_what_the_api_server_must_present() -> None:
+    from tests.deploy.test_chart import _notes
+
+    notes = _notes("webhook-clientauth")
+    assert "a client certificate from the CA in ConfigMap apiserver-webhook-client-ca" in notes
+    assert "a token from Secret sigverify-webhook-token" in notes
+    assert f"{RELEASE}.verify.svc:8080" in notes
+    assert "admissionWebhook.clientAuth" in _notes("webhook")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +44,78 @@ def dead_registry() -> str:
     return f"127.0.0.1:{free_port()}"
 
 
+class TalkativeRegistry:
+    """A "registry" on loopback that fails the way real ones do, saying too much: 503 with an
+    error message naming its internals, and a token service that refuses with its own."""
+
+    SECRETS = ("db-7.corp.internal", "tenant-acme-payments", "internal-token-service")
+
+    def __init__(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/internal-token-service/"):
+                    said = "token db-7.corp.internal refused tenant-acme-payments"
+                    owner._send(self, 500, {"errors": [{"code": "UNKNOWN", "message": said}]})
+                elif self.path.startswith("/v2/talk/auth/"):
+                    realm = f"http://{owner.host}/internal-token-service/issue"
+                    challenge = {"WWW-Authenticate": f'Bearer realm="{realm}",service="r"'}
+                    owner._send(self, 401, {"errors": [{"code": "UNAUTHORIZED"}]}, challenge)
+                elif self.path.startswith("/v2/"):
+                    said = "backend db-7.corp.internal:5432 down for tenant-acme-payments"
+                    owner._send(self, 503, {"errors": [{"code": "UNAVAILABLE", "message": said}]})
+                else:
+                    owner._send(self, 404, {})
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _send(
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def talkative() -> Iterator[TalkativeRegistry]:
+    registry = TalkativeRegistry()
+    yield registry
+    registry.close()
+
+
 @pytest.fixture(scope="module")
 def settings(
     tmp_path_factory: pytest.TempPathFactory,
     sigstore_local: LocalSigstore,
     registry: RegistryServer,
     dead_registry: str,
+    talkative: TalkativeRegistry,
 ) -> dict[str, str]:
     """The same policy twice, enforcing (`gate`) and auditing (`watch`); API tokens on."""
     policy_file = tmp_path_factory.mktemp("admission") / "policies.yaml"
@@ -60,15 +129,28 @@ def settings(
         "trust_root_file": str(sigstore_local.trusted_root_path),
         "policy_file": str(policy_file),
         "api_tokens": f"platform={TOKEN}",
-        "insecure_registries": f"{registry.host},{dead_registry}",
+        "insecure_registries": f"{registry.host},{dead_registry},{talkative.host}",
         "registry_timeout": "2",
     }
 
 
+@dataclass(frozen=True)
+class Running:
+    """A started service: its client and where it logs."""
+
+    client: CheckedClient
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def enforce(start_service: ServiceFactory, settings: dict[str, str]) -> Iterator[CheckedClient]:
-    with start_service(**settings, admission_policy="gate") as (_, client):
-        yield client
+def enforcing(start_service: ServiceFactory, settings: dict[str, str]) -> Iterator[Running]:
+    with start_service(**settings, admission_policy="gate") as (server, client):
+        yield Running(client, server.log_path)
+
+
+@pytest.fixture(scope="module")
+def enforce(enforcing: Running) -> CheckedClient:
+    return enforcing.client
 
 
 @pytest.fixture(scope="module")
@@ -180,12 +262,36 @@ def test_registry_down_enforce_denies_audit_warns(
     denied = admit(enforce, review(pod([images.signed, gone])))
     assert denied["allowed"] is False
     message = denied["status"]["message"]
-    assert f"{gone}: cannot be verified now: registry:" in message
+    assert f"{gone}: cannot be verified now: its registry could not be reached" in message
     assert images.signed not in message
     allowed = admit(audit, review(pod([images.signed, gone])))
     assert allowed["allowed"] is True
     (warning,) = allowed["warnings"]
-    assert f"{gone}: cannot be verified now: registry:" in warning
+    assert f"{gone}: cannot be verified now: its registry could not be reached" in warning
+
+
+def test_what_a_registry_said_stays_in_the_log(
+    enforcing: Running, audit: CheckedClient, talkative: TalkativeRegistry
+) -> None:
+    """An image that cannot be verified now is named with fixed words for its trouble: neither
+    the registry's error text nor its token service's address reaches the answer, which
+    whoever may create a Pod reads. The service's log keeps them, under the review's uid."""
+    down = f"{talkative.host}/talk/app:v1"
+    token = f"{talkative.host}/talk/auth:v1"
+    body = review(pod([down], init=[token]))
+    denied = admit(enforcing.client, body)
+    assert denied["allowed"] is False
+    message = denied["status"]["message"]
+    assert f"{down}: cannot be verified now: its registry could not be reached" in message
+    assert f"{token}: cannot be verified now: " in message
+    audited = admit(audit, review(pod([down], init=[token])))
+    said = json.dumps([denied, audited])
+    for secret in TalkativeRegistry.SECRETS:
+        assert secret not in said, secret
+    assert len(audited["warnings"]) == 2
+    logged = enforcing.log.read_text()
+    uid_lines = [line for line in logged.splitlines() if body["request"]["uid"] in line]
+    assert uid_lines and "db-7.corp.internal" in "".join(uid_lines)
 
 
 # -- HTTPS --------------------------------------------------------------------------------------

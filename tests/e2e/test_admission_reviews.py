@@ -263,6 +263,25 @@ def test_a_tag_is_answered_with_the_digest_it_resolved_to(
     assert images.signed.reference not in message
 
 
+def test_a_debug_container_is_verified_like_every_other(
+    client: CheckedClient, images: Images
+) -> None:
+    """The `ephemeralcontainers` subresource review (the chart's default rules send it): a
+    signed debug image is admitted where the namespace enforces, an unsigned one denied by name,
+    and under audit it is admitted with a warning naming it."""
+    signed, unsigned = images.signed.tag_reference, images.unsigned.tag_reference
+    name = "pod-ephemeralcontainers-update.json"
+    allowed = admit(client, review(name, "payments", signed, images.also_signed.reference))
+    assert allowed == {"uid": allowed["uid"], "allowed": True}
+    denied = admit(client, review(name, "payments", signed, unsigned))
+    assert denied["allowed"] is False
+    assert f"{by_digest(images.unsigned)}: " in denied["status"]["message"]
+    audited = admit(client, review(name, "dev", signed, unsigned))
+    assert audited["allowed"] is True
+    (warning,) = audited["warnings"]
+    assert by_digest(images.unsigned) in warning
+
+
 # -- the time budget ----------------------------------------------------------------------------
 
 

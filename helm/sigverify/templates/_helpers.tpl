@@ -55,6 +55,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end }}
 
+{{/*
+The Secret holding the verdict-signing key: signingKey.existingSecret, or the one the chart
+generates (templates/signing-key.yaml creates it under this name and looks it up by it).
+*/}}
+{{- define "sigverify.signingKey.secretName" -}}
+{{- if .Values.signingKey.existingSecret }}
+{{- .Values.signingKey.existingSecret }}
+{{- else }}
+{{- printf "%s-signing-key" (include "sigverify.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
 {{- define "sigverify.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "sigverify.fullname" .) .Values.serviceAccount.name }}
@@ -105,6 +117,7 @@ Where the pods mount what the chart gives them. The SIGVERIFY_* file settings po
 */}}
 {{- define "sigverify.paths.dataDir" -}}/var/lib/sigverify{{- end }}
 {{- define "sigverify.paths.signingKey" -}}/etc/sigverify/signing-key/signing-key.pem{{- end }}
+{{- define "sigverify.paths.retiredKeys" -}}/etc/sigverify/retired-keys{{- end }}
 {{- define "sigverify.paths.dockerConfig" -}}/etc/sigverify/registry-credentials/config.json{{- end }}
 {{- define "sigverify.paths.trustRoot" -}}/etc/sigverify/trust-root/trusted_root.json{{- end }}
 {{- define "sigverify.paths.extraTrustRoots" -}}/etc/sigverify/trust-roots{{- end }}
@@ -112,6 +125,8 @@ Where the pods mount what the chart gives them. The SIGVERIFY_* file settings po
 {{- define "sigverify.paths.apiTokens" -}}/etc/sigverify/api-tokens{{- end }}
 {{- define "sigverify.paths.tlsCert" -}}/etc/sigverify/tls-cert/tls.crt{{- end }}
 {{- define "sigverify.paths.tlsKey" -}}/etc/sigverify/tls-key/tls.key{{- end }}
+{{- define "sigverify.paths.admissionClientCA" -}}/etc/sigverify/admission-client-ca/ca.crt{{- end }}
+{{- define "sigverify.paths.admissionToken" -}}/etc/sigverify/admission-token/tokens{{- end }}
 
 {{/*
 Refuse contradictory values early, with the value named.
@@ -136,6 +151,13 @@ Refuse contradictory values early, with the value named.
 {{- end }}
 {{- if and .Values.admissionWebhook.enabled (not .Values.admissionWebhook.tls.existingSecret) }}
 {{- fail "admissionWebhook.enabled needs admissionWebhook.tls.existingSecret: a kubernetes.io/tls Secret the pods serve HTTPS with" }}
+{{- end }}
+{{- $auth := .Values.admissionWebhook.clientAuth }}
+{{- if and (or $auth.certificate.caConfigMap $auth.token.existingSecret) (not .Values.admissionWebhook.enabled) }}
+{{- fail "admissionWebhook.clientAuth needs admissionWebhook.enabled: it is what the API server presents to the webhook" }}
+{{- end }}
+{{- if and $auth.certificate.names (not $auth.certificate.caConfigMap) }}
+{{- fail "admissionWebhook.clientAuth.certificate.names needs admissionWebhook.clientAuth.certificate.caConfigMap: the CA that signs those certificates" }}
 {{- end }}
 {{- $rules := .Values.admissionPolicies | default dict }}
 {{- if and .Values.admissionWebhook.enabled (not .Values.config.admission_policy) (not $rules) }}
