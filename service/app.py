@@ -13,6 +13,7 @@ from service.api import (
     admission,
     badge,
     batch,
+    body,
     bundle,
     docs,
     errors,
@@ -144,16 +145,14 @@ def _rekor_client(settings: Settings, trust: TrustRoot, cache: Cache) -> RekorCl
 
 
 class _BoundedJSON(DefaultJSONProvider):
-    """Flask's JSON, except that a request body nested too deeply for the parser is invalid
-    JSON (a 400) rather than a RecursionError (a 500)."""
+    """Flask's JSON, except that request bodies are read as I-JSON (`service.api.body`): one
+    nested too deeply for the parser, or with NaN, lone surrogates or a member named twice, is
+    invalid JSON (a 400) rather than a 500 somewhere later."""
 
     sort_keys = False
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+        return body.loads(s)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
