@@ -29,7 +29,7 @@ from service.config import PREFIX, Settings, SettingsError
 from service.core import CoreError, TrustRoot
 from service.keys import load_retired_keys, load_signing_key, published_keys
 from service.policies import PolicyFileError, PolicyStore
-from service.registry import RegistryClient, RegistryConfig
+from service.registry import RegistryClient, RegistryConfig, RegistryError
 from service.state import Services, services
 from service.telemetry import Telemetry, metrics_dir
 from service.tlog import CircuitBreaker, RekorClient
@@ -60,7 +60,10 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
     more_trust = tuple(_named_trust_root(name, path) for name, path in settings.trust_roots)
     cache = make_cache(settings.redis_url)
     signing_key = load_signing_key(settings.signing_key_file, settings.data_dir)
-    registry = RegistryClient(RegistryConfig.from_settings(settings))
+    try:
+        registry = RegistryClient(RegistryConfig.from_settings(settings))
+    except RegistryError as exc:  # a docker config.json it cannot read
+        raise SettingsError(f"{PREFIX}DOCKER_CONFIG: {exc}") from None
     rekor = _rekor_client(settings, trust, cache)
     telemetry = Telemetry(multiprocess_dir=metrics_dir())
     cache.stats.observers.append(telemetry.cache_event)
