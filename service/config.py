@@ -363,7 +363,8 @@ SETTINGS: tuple[Setting, ...] = (
         "redis_url",
         "",
         _redis_url,
-        "Redis URL for the shared cache; empty means an in-process cache.",
+        "Redis URL for the shared cache (redis://host[:port][/db], rediss://..., "
+        "unix:///path); empty means an in-process cache.",
     ),
     Setting(
         "signing_key_file",
@@ -395,7 +396,8 @@ SETTINGS: tuple[Setting, ...] = (
         "tuf_url",
         "",
         _opt_url,
-        "A TUF repository URL to fetch the trusted root from at start.",
+        "A TUF repository URL (http(s)://host[:port][/path]) to fetch the trusted root from "
+        "at start.",
     ),
     Setting(
         "rekor_url",
@@ -427,7 +429,7 @@ SETTINGS: tuple[Setting, ...] = (
         "insecure_registries",
         "",
         _registries,
-        "Registries (host[:port], comma-separated) reached over plain HTTP.",
+        "Registries (host[:port], comma-separated, no scheme) reached over plain HTTP.",
     ),
     Setting(
         "registry_allow",
