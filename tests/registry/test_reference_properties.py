@@ -51,5 +51,9 @@ def test_references_parse_or_are_invalid_and_parse_to_usable_urls(text: str) -> 
     except RegistryError as exc:  # what the guard may refuse: an address, never a spelling
         assert "a.b.c.d" not in str(exc), exc
     assert ref.digest is None or ref.digest.startswith("sha256:")
-    if len(ref.name) <= 255:  # the limit applies to the name as written
+    # The canonical form reads back the same, where it can: the limit applies to the name as
+    # written, and a one-label registry named by an uppercase letter (Docker's rule: `Ab/c` is
+    # on host `ab`) has no lowercase spelling that Docker reads as a registry.
+    recognisable = any(c in ref.registry for c in ".:") or ref.registry == "localhost"
+    if len(ref.name) <= 255 and recognisable:
         assert parse_reference(ref.canonical) == ref, (text, ref.canonical)
