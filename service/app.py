@@ -31,9 +31,9 @@ from service.keys import load_retired_keys, load_signing_key, published_keys
 from service.policies import PolicyFileError, PolicyStore
 from service.registry import RegistryClient, RegistryConfig, RegistryError
 from service.state import Services, services
-from service.telemetry import Telemetry, metrics_dir
+from service.telemetry import Telemetry, TrustRootReading, metrics_dir
 from service.tlog import CircuitBreaker, RekorClient
-from service.tlog.trust import load_trust_root_source
+from service.tlog.trust import TrustRootStore, refresher_for
 from service.verification import VerificationService
 
 log = logging.getLogger(__name__)
@@ -52,28 +52,31 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
 
     Not `strict_policies` (a gunicorn worker): an invalid policy file falls back to the last
     good version, which every accepted version is copied to (see `PolicyStore`)."""
-    source = load_trust_root_source(settings)
-    try:
-        trust = TrustRoot.from_json(source.data)
-    except CoreError as exc:
-        raise SettingsError(f"trusted root from {source.origin}: {exc}") from None
+    # The best root at hand, without network; a TUF refresh, if on, follows in the background.
+    trust = TrustRootStore(settings)
     more_trust = tuple(_named_trust_root(name, path) for name, path in settings.trust_roots)
-    cache = make_cache(settings.redis_url)
     signing_key = load_signing_key(settings.signing_key_file, settings.data_dir)
+    # Pods that share the verdict-signing key share the cache; one with another key keeps
+    # apart (it could not open the others' sealed values anyway).
+    cache = make_cache(
+        settings.redis_url, secret=signing_key.cache_secret, namespace=signing_key.key_id[:16]
+    )
     try:
         registry = RegistryClient(RegistryConfig.from_settings(settings))
     except RegistryError as exc:  # a docker config.json it cannot read
         raise SettingsError(f"{PREFIX}DOCKER_CONFIG: {exc}") from None
-    rekor = _rekor_client(settings, trust, cache)
+    rekor = _rekor_client(settings, trust.current(), cache)
     telemetry = Telemetry(multiprocess_dir=metrics_dir())
     cache.stats.observers.append(telemetry.cache_event)
     if rekor is not None:
         telemetry.watch_breaker("rekor", lambda: rekor.breaker_state)
+    telemetry.watch_trust_root(lambda: _trust_reading(trust))
+    trust.observers.append(telemetry.refresh_trust_root)
     verifier = VerificationService(
         registry=registry,
         rekor=rekor,
         cache=cache,
-        trust=trust,
+        trust=trust.current,
         signing_key=signing_key,
         verdict_ttl=settings.verdict_ttl,
         max_search_entries=settings.max_signatures,
@@ -95,7 +98,7 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
         settings=settings,
         cache=cache,
         trust=trust,
-        trust_origin=source.origin,
+        refresher=refresher_for(trust, telemetry.trust_root_refresh),
         signing_key=signing_key,
         published_keys=published_keys(signing_key, load_retired_keys(settings.retired_key_files)),
         registry=registry,
@@ -110,10 +113,21 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
 LAST_GOOD_POLICIES = "policies.last-good.yaml"
 
 
+def _trust_reading(trust: TrustRootStore) -> TrustRootReading:
+    root, info, _state = trust.snapshot()
+    return TrustRootReading(
+        source=info.source,
+        version="" if info.targets_version is None else str(info.targets_version),
+        digest=root.digest,
+        refreshed_at=info.refreshed_at.timestamp() if info.refreshed_at else 0.0,
+        expires_at=info.expires.timestamp() if info.expires else 0.0,
+    )
+
+
 def _named_trust_root(name: str, path: Path) -> TrustRoot:
     """One of `SIGVERIFY_TRUST_ROOTS`; a failure names it."""
     try:
-        return TrustRoot.from_json(path.read_bytes(), name)
+        return TrustRoot.from_json(path.read_bytes(), name, source=f"file {path}")
     except OSError as exc:
         raise SettingsError(f"{PREFIX}TRUST_ROOTS: {name}={str(path)!r}: {exc.strerror}") from None
     except CoreError as exc:
@@ -134,9 +148,17 @@ def rekor_url(settings: Settings, trust: TrustRoot) -> str | None:
 
 
 def _rekor_client(settings: Settings, trust: TrustRoot, cache: Cache) -> RekorClient | None:
+    """The Rekor client; None when lookups are off (air-gapped) or no log is known, and then
+    only the evidence a signature carries counts."""
+    if not settings.rekor_lookups:
+        log.info("rekor lookups are off: only log evidence that signatures carry is used")
+        return None
     url = rekor_url(settings, trust)
     if url is None:
-        log.warning("no rekor url in settings or trust root: signatures needing a lookup fail")
+        log.warning(
+            "no rekor url in settings or trust root: rekor lookups are off, only log evidence "
+            "that signatures carry is used"
+        )
         return None
     return RekorClient(
         url,

@@ -3,10 +3,19 @@
 Values are bytes; callers serialise. Every cache counts hits, misses and errors per namespace so
 metrics and tests can see what it does. A Redis outage never fails a request: reads become
 misses, writes are dropped, and `healthy()` says so for `/readyz`.
+
+Nothing read from Redis is trusted: anyone who can write to it could otherwise decide answers.
+Every value is sealed (`Sealer`): an HMAC-SHA256, keyed with a secret the service's pods share,
+over the key, the value and its expiry. A value that is not sealed by us, was moved to another
+key, or is past the expiry it was written with, is a miss ("rejected"), so a Redis writer can
+cause misses and nothing else. Rate-limit counters (`incr`) are plain integers: a writer can
+change them, which moves a limit, never an answer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -24,13 +33,14 @@ log = logging.getLogger(__name__)
 class CacheStats:
     """Hit, miss and error counts per namespace (the part of a key before the first ':').
 
-    Each observer is called with every event (`hit`, `miss`, `read-error`, `write-error`) and
-    the key's namespace; metrics subscribe here.
+    Each observer is called with every event (`hit`, `miss`, `read-error`, `write-error`,
+    `rejected`) and the key's namespace; metrics subscribe here.
     """
 
     hits: dict[str, int] = field(default_factory=dict)
     misses: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+    rejected: int = 0  # values that failed their seal: written by someone else, or tampered
     observers: list[Callable[[str, str], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -45,6 +55,11 @@ class CacheStats:
         with self._lock:
             self.errors += 1
         self._notify(event, key.split(":", 1)[0])
+
+    def reject(self, key: str) -> None:
+        with self._lock:
+            self.rejected += 1
+        self._notify("rejected", key.split(":", 1)[0])
 
     def _notify(self, event: str, namespace: str) -> None:
         for observer in self.observers:
@@ -125,17 +140,71 @@ class MemoryCache:
         return True
 
 
-class RedisCache:
-    """A Redis-backed cache. Errors are logged, counted and turned into misses."""
+class Sealer:
+    """Seals cache values so that only a holder of `secret` can write one we accept.
 
-    def __init__(self, url: str, *, prefix: str = "sigverify:", timeout: float = 0.5) -> None:
+    A sealed value is `VERSION || expiry (ms since the epoch, 8 bytes) || HMAC || value`, the
+    HMAC-SHA256 taken over the key, the expiry and the value: a value cannot be forged, moved
+    to another key, or kept past the lifetime it was written with. The clock is injected.
+    """
+
+    VERSION = b"sv1"
+    _HEADER = len(VERSION) + 8 + hashlib.sha256().digest_size
+
+    def __init__(self, secret: bytes, *, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < 32:
+            raise ValueError("a cache secret has at least 32 bytes")
+        self._secret = secret
+        self._clock = clock
+
+    def _mac(self, key: str, expiry: bytes, value: bytes) -> bytes:
+        message = len(key).to_bytes(4, "big") + key.encode() + expiry + value
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
+
+    def seal(self, key: str, value: bytes, ttl: float) -> bytes:
+        expiry = int((self._clock() + ttl) * 1000).to_bytes(8, "big")
+        return self.VERSION + expiry + self._mac(key, expiry, value) + value
+
+    def open(self, key: str, sealed: bytes) -> bytes | None:
+        """The value, or None when the seal does not hold or the value has expired."""
+        if len(sealed) < self._HEADER or not sealed.startswith(self.VERSION):
+            return None
+        start = len(self.VERSION)
+        expiry, mac = sealed[start : start + 8], sealed[start + 8 : self._HEADER]
+        value = sealed[self._HEADER :]
+        if not hmac.compare_digest(mac, self._mac(key, expiry, value)):
+            return None
+        if int.from_bytes(expiry, "big") <= self._clock() * 1000:
+            return None
+        return value
+
+
+class RedisCache:
+    """A Redis-backed cache of sealed values. Errors are logged, counted and turned into misses.
+
+    Values live under `prefix`; counters under `counter_prefix` (default: `prefix`), so that
+    pods with different secrets keep apart the values they cannot read but share counters.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: bytes,
+        prefix: str = "sigverify:",
+        counter_prefix: str | None = None,
+        timeout: float = 0.5,
+    ) -> None:
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
         )
+        self._sealer = Sealer(secret)
         self._prefix = prefix
+        self._counter_prefix = prefix if counter_prefix is None else counter_prefix
+        self._last_rejection_log = float("-inf")
         self.stats = CacheStats()
 
     @property
@@ -144,26 +213,43 @@ class RedisCache:
 
     def get(self, key: str) -> bytes | None:
         try:
-            value = self._client.get(self._prefix + key)
+            raw = self._client.get(self._prefix + key)
         except redis.RedisError as exc:
             self.stats.error(key, "read-error")
             log.warning("cache read failed, treating as a miss: %s", type(exc).__name__)
             self.stats.record(key, False)
             return None
+        value = self._sealer.open(key, raw) if isinstance(raw, bytes) else None
+        if isinstance(raw, bytes) and value is None:
+            self._rejected(key)
         self.stats.record(key, value is not None)
-        return value if isinstance(value, bytes) else None
+        return value
+
+    def _rejected(self, key: str) -> None:
+        """A value we did not seal: counted always, logged at most once a minute (a Redis
+        writer must not be able to flood the log)."""
+        self.stats.reject(key)
+        now = time.monotonic()
+        if now - self._last_rejection_log >= 60:
+            self._last_rejection_log = now
+            log.warning(
+                "cache value under %s failed its seal (written by another key holder, "
+                "tampered with, or expired): treated as a miss",
+                key.split(":", 1)[0],
+            )
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
             return
+        sealed = self._sealer.seal(key, value, ttl)
         try:
-            self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
+            self._client.set(self._prefix + key, sealed, px=max(1, int(ttl * 1000)))
         except redis.RedisError as exc:
             self.stats.error(key, "write-error")
             log.warning("cache write dropped: %s", type(exc).__name__)
 
     def incr(self, key: str, amount: int, ttl: float) -> int | None:
-        name = self._prefix + key
+        name = self._counter_prefix + key
         try:
             pipe = self._client.pipeline(transaction=True)
             pipe.incrby(name, amount)
@@ -182,10 +268,12 @@ class RedisCache:
             return False
 
 
-def make_cache(redis_url: str | None) -> Cache:
-    """Redis when a URL is configured, the in-process LRU otherwise."""
+def make_cache(redis_url: str | None, *, secret: bytes, namespace: str = "") -> Cache:
+    """Redis when a URL is configured (values sealed with `secret`, kept under
+    `sigverify:<namespace>:`, counters under `sigverify:`), the in-process LRU otherwise."""
     if redis_url:
-        return RedisCache(redis_url)
+        prefix = f"sigverify:{namespace}:" if namespace else "sigverify:"
+        return RedisCache(redis_url, secret=secret, prefix=prefix, counter_prefix="sigverify:")
     return MemoryCache()
 
 

@@ -17,6 +17,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 PREFIX = "SIGVERIFY_"
+# Read by `sigverify verify` (the client), never by the service. A CI job that starts the service
+# and runs the client has both kinds set, so these are known names the service ignores (and
+# `sigverify serve` says so), not unknown settings.
+CLIENT_VARIABLES = (PREFIX + "SERVER", PREFIX + "TOKEN")
 
 
 class SettingsError(ValueError):
@@ -344,7 +348,8 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir",
         "./var",
         _path,
-        "Writable directory for the development signing key and the last good policy file.",
+        "Writable directory for the development signing key, the last good policy file and the "
+        "TUF cache (the last verified trust root).",
     ),
     Setting("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR."),
     Setting(
@@ -382,7 +387,8 @@ SETTINGS: tuple[Setting, ...] = (
         "trust_root_file",
         "",
         _opt_path,
-        "A Sigstore trusted_root.json; empty: the production root in sigstore-python (offline).",
+        "A fixed Sigstore trusted_root.json, never refreshed; empty: the production root, "
+        "refreshed through TUF (SIGVERIFY_TUF_*).",
     ),
     Setting(
         "trust_roots",
@@ -396,14 +402,50 @@ SETTINGS: tuple[Setting, ...] = (
         "tuf_url",
         "",
         _opt_url,
-        "A TUF repository URL (http(s)://host[:port][/path]) to fetch the trusted root from "
-        "at start.",
+        "TUF repository the default trust root is refreshed from, e.g. a mirror; empty: the "
+        "public-good one, https://tuf-repo-cdn.sigstore.dev.",
+    ),
+    Setting(
+        "tuf_refresh",
+        "true",
+        _bool,
+        "Refresh the default trust root through TUF in the background (the service starts on "
+        "the last verified copy in the data directory, else the embedded root); false: no TUF "
+        "traffic at all (air-gapped). No effect with SIGVERIFY_TRUST_ROOT_FILE.",
+    ),
+    Setting(
+        "tuf_root_file",
+        "",
+        _opt_path,
+        "TUF root.json that trust in the repository starts from; empty: the public-good root "
+        "inside sigstore-python (right for the public-good repository and its mirrors).",
+    ),
+    Setting(
+        "tuf_interval",
+        "3600",
+        _float(1, 7 * 86400),
+        "Seconds between TUF refreshes; after a failure the next try comes sooner (60 s, "
+        "doubling up to this).",
+    ),
+    Setting(
+        "tuf_timeout",
+        "30",
+        _float(1, 600),
+        "Seconds one TUF refresh may take in all: each request gets what is left (one socket "
+        "wait at most 10 s of it).",
     ),
     Setting(
         "rekor_url",
         "",
         _opt_url,
         "Rekor to look log entries up in; empty means the first Rekor v1 log in the trust root.",
+    ),
+    Setting(
+        "rekor_lookups",
+        "true",
+        _bool,
+        "Look log entries up in Rekor; false for a cluster with no Rekor (air-gapped): only the "
+        "evidence signatures carry counts (a SET, an inclusion proof, signed timestamps).",
     ),
     Setting("rekor_timeout", "3", _float(0.1, 60), "Seconds for one Rekor request."),
     Setting(
@@ -583,7 +625,12 @@ class Settings:
     trust_root_file: Path | None = None
     trust_roots: tuple[tuple[str, Path], ...] = ()
     tuf_url: str | None = None
+    tuf_refresh: bool = True
+    tuf_root_file: Path | None = None
+    tuf_interval: float = 3600.0
+    tuf_timeout: float = 30.0
     rekor_url: str | None = None
+    rekor_lookups: bool = True
     rekor_timeout: float = 3.0
     rekor_retries: int = 2
     rekor_breaker_failures: int = 5
@@ -617,7 +664,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from `environ` (default: the process environment)."""
         env = os.environ if environ is None else environ
-        known = {setting.env for setting in SETTINGS}
+        known = {setting.env for setting in SETTINGS}.union(CLIENT_VARIABLES)
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
         if unknown:
             raise SettingsError(f"{unknown[0]}: unknown setting")
@@ -635,13 +682,20 @@ class Settings:
 
     def check(self) -> None:
         """Cross-setting rules that a single value cannot show."""
-        if self.trust_root_file is not None and self.tuf_url is not None:
-            raise SettingsError(
-                f"{PREFIX}TRUST_ROOT_FILE and {PREFIX}TUF_URL: set one trust-root source, not both"
-            )
+        for tuf in ("tuf_url", "tuf_root_file"):
+            if self.trust_root_file is not None and getattr(self, tuf) is not None:
+                raise SettingsError(
+                    f"{PREFIX}TRUST_ROOT_FILE and {PREFIX}{tuf.upper()}: set one trust-root "
+                    "source, not both"
+                )
+            if not self.tuf_refresh and getattr(self, tuf) is not None:
+                raise SettingsError(
+                    f"{PREFIX}{tuf.upper()} is set but {PREFIX}TUF_REFRESH=false: TUF is off"
+                )
         for name in (
             "signing_key_file",
             "trust_root_file",
+            "tuf_root_file",
             "docker_config",
             "policy_file",
             "api_tokens_file",

@@ -8,8 +8,9 @@
 `FILE_OR_DIGEST` is a digest when it is `sha256:` and 64 hex digits and no such path exists;
 otherwise it is a file, whose sha256 is verified. The trusted root is `--trusted-root`; else,
 with `--staging`, the staging root that ships inside sigstore-python (offline: no TUF
-refresh); else the root the service itself would load (`SIGVERIFY_TRUST_ROOT_FILE`,
-`SIGVERIFY_TUF_URL`, or the production root inside sigstore-python).
+refresh); else the root the service itself would start on, without network
+(`SIGVERIFY_TRUST_ROOT_FILE`, else the last TUF-verified copy in `SIGVERIFY_DATA_DIR`, else the
+production root inside sigstore-python).
 
 Exit status: 0 verified; 1 not verified (the reasons on stderr); 2 a usage or input error.
 """

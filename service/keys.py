@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service.config import PREFIX, SettingsError
 
@@ -33,6 +34,16 @@ class SigningKey:
     private_key: ec.EllipticCurvePrivateKey
     key_id: str
     development: bool
+
+    @property
+    def cache_secret(self) -> bytes:
+        """The secret cache values are sealed with (`service.cache.Sealer`), derived from this
+        key (HKDF-SHA256): every pod holding the release's key can read what another wrote,
+        and nobody without it can write a value they accept."""
+        scalar = self.private_key.private_numbers().private_value.to_bytes(32, "big")
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"sigverify cache seal v1"
+        ).derive(scalar)
 
     @property
     def public_pem(self) -> str:

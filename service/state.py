@@ -13,11 +13,11 @@ from service.keys import PublishedKey, SigningKey
 
 if TYPE_CHECKING:
     from service.api.auth import Tokens
-    from service.core import TrustRoot
     from service.policies import PolicyStore
     from service.registry import RegistryClient
     from service.telemetry import Telemetry
     from service.tlog import RekorClient
+    from service.tlog.trust import TrustRootRefresher, TrustRootStore
     from service.verification import VerificationService
 
 
@@ -27,8 +27,8 @@ class Services:
 
     settings: Settings
     cache: Cache
-    trust: TrustRoot
-    trust_origin: str
+    trust: TrustRootStore
+    refresher: TrustRootRefresher | None
     signing_key: SigningKey
     published_keys: list[PublishedKey]
     registry: RegistryClient
@@ -37,6 +37,12 @@ class Services:
     policies: PolicyStore
     tokens: Tokens
     telemetry: Telemetry
+
+    def start_background(self) -> None:
+        """Start this process's background work (the trust-root refresher): in a serving
+        process only, after any fork, since threads do not survive one."""
+        if self.refresher is not None:
+            self.refresher.start()
 
     @property
     def admission_configured(self) -> bool:

@@ -26,6 +26,14 @@ counters):
 - `sigverify.cache.lookups` {cache, result}: reads per cache (`verdict`, `rekor`), hit or miss;
 - `sigverify.upstream.errors` {system, reason}: registry, Rekor and Redis failures;
 - `sigverify.circuit_breaker.state` {upstream}: 0 closed, 1 half-open, 2 open;
+- `sigverify.trust_root.info` {source, version, digest}: 1 for each default trust root a live
+  worker uses (`source` embedded, tuf or file; `version` TUF's targets version, or empty), 0 for
+  one no longer used; two at 1 means the workers have not all taken up a refresh yet;
+- `sigverify.trust_root.refresh_timestamp`, `sigverify.trust_root.expiry_timestamp`: when TUF
+  last confirmed the root in use, and when that confirmation's metadata expires (Unix time;
+  the stalest worker's; 0: never, an embedded or file root);
+- `sigverify.trust_root.refreshes` {result}: TUF refreshes, `updated`, `unchanged` or `failed`
+  (the failure's reason is in `sigverify.upstream.errors` {system="tuf"});
 - `http.server.request.duration` {http.request.method, http.route, http.response.status_code}.
 """
 
@@ -360,6 +368,8 @@ class _Spec:
     unit: str
     description: str
     attributes: tuple[str, ...]
+    # How a gauge's values from several workers combine (prometheus_client's multiprocess mode).
+    combine: Literal["livemax", "livemin"] = "livemax"
 
     @property
     def prometheus_name(self) -> str:
@@ -406,6 +416,36 @@ BREAKER_STATE = _Spec(
     "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open (the worst worker's).",
     ("upstream",),
 )
+TRUST_ROOT_INFO = _Spec(
+    "sigverify.trust_root.info",
+    "gauge",
+    "1",
+    "The default trust root in use: 1 per (source, version, digest) a live worker uses.",
+    ("source", "version", "digest"),
+)
+TRUST_ROOT_REFRESHED = _Spec(
+    "sigverify.trust_root.refresh_timestamp",
+    "gauge",
+    "s",
+    "When TUF last confirmed the trust root in use, Unix time (the stalest worker's; 0 never).",
+    (),
+    combine="livemin",
+)
+TRUST_ROOT_EXPIRES = _Spec(
+    "sigverify.trust_root.expiry_timestamp",
+    "gauge",
+    "s",
+    "When the TUF metadata vouching for the trust root in use expires, Unix time (0 never).",
+    (),
+    combine="livemin",
+)
+TRUST_ROOT_REFRESHES = _Spec(
+    "sigverify.trust_root.refreshes",
+    "counter",
+    "{refresh}",
+    "TUF refreshes of the default trust root, by result (updated, unchanged, failed).",
+    ("result",),
+)
 HTTP_DURATION = _Spec(
     "http.server.request.duration",
     "histogram",
@@ -413,7 +453,29 @@ HTTP_DURATION = _Spec(
     "HTTP requests served, by method, route and status.",
     ("http.request.method", "http.route", "http.response.status_code"),
 )
-SPECS = (VERIFICATIONS, STEP_DURATION, CACHE_LOOKUPS, UPSTREAM_ERRORS, BREAKER_STATE, HTTP_DURATION)
+SPECS = (
+    VERIFICATIONS,
+    STEP_DURATION,
+    CACHE_LOOKUPS,
+    UPSTREAM_ERRORS,
+    BREAKER_STATE,
+    TRUST_ROOT_INFO,
+    TRUST_ROOT_REFRESHED,
+    TRUST_ROOT_EXPIRES,
+    TRUST_ROOT_REFRESHES,
+    HTTP_DURATION,
+)
+
+
+@dataclass(frozen=True)
+class TrustRootReading:
+    """What the trust-root metrics report about the default root in use."""
+
+    source: str
+    version: str
+    digest: str
+    refreshed_at: float = 0.0  # Unix time; 0: never
+    expires_at: float = 0.0
 
 
 class Telemetry:
@@ -435,6 +497,8 @@ class Telemetry:
         self.multiprocess_dir = multiprocess_dir
         self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
         self._breakers: dict[str, Callable[[], str]] = {}
+        self._trust_root: Callable[[], TrustRootReading] | None = None
+        self._trust_root_labels: tuple[str, str, str] | None = None
         self._verifications = meter.create_counter(
             VERIFICATIONS.name, VERIFICATIONS.unit, VERIFICATIONS.description
         )
@@ -455,6 +519,27 @@ class Telemetry:
             [self._observe_breakers],
             BREAKER_STATE.unit,
             BREAKER_STATE.description,
+        )
+        meter.create_observable_gauge(
+            TRUST_ROOT_INFO.name,
+            [self._observe_trust_root],
+            TRUST_ROOT_INFO.unit,
+            TRUST_ROOT_INFO.description,
+        )
+        meter.create_observable_gauge(
+            TRUST_ROOT_REFRESHED.name,
+            [lambda _o: self._observe_trust_time("refreshed_at")],
+            TRUST_ROOT_REFRESHED.unit,
+            TRUST_ROOT_REFRESHED.description,
+        )
+        meter.create_observable_gauge(
+            TRUST_ROOT_EXPIRES.name,
+            [lambda _o: self._observe_trust_time("expires_at")],
+            TRUST_ROOT_EXPIRES.unit,
+            TRUST_ROOT_EXPIRES.description,
+        )
+        self._refreshes = meter.create_counter(
+            TRUST_ROOT_REFRESHES.name, TRUST_ROOT_REFRESHES.unit, TRUST_ROOT_REFRESHES.description
         )
         self._http = meter.create_histogram(
             HTTP_DURATION.name,
@@ -477,7 +562,7 @@ class Telemetry:
             return prometheus_client.Counter(**common)
         if spec.kind == "histogram":
             return prometheus_client.Histogram(**common, buckets=BUCKETS)
-        return prometheus_client.Gauge(**common, multiprocess_mode="livemax")
+        return prometheus_client.Gauge(**common, multiprocess_mode=spec.combine)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -529,6 +614,45 @@ class Telemetry:
     def _observe_breakers(self, _options: CallbackOptions) -> Iterator[Observation]:
         for upstream, state in self._breakers.items():
             yield Observation(BREAKER_VALUES.get(state(), 2), {"upstream": upstream})
+
+    def trust_root_refresh(self, result: str, reason: str | None) -> None:
+        """One TUF refresh: `updated`, `unchanged` or `failed` (its reason an upstream error)."""
+        self._add(TRUST_ROOT_REFRESHES, self._refreshes, 1, {"result": result})
+        if reason is not None:
+            self.upstream_error("tuf", reason)
+
+    def watch_trust_root(self, reading: Callable[[], TrustRootReading]) -> None:
+        """Report `reading()` as the trust-root gauges (call `refresh_trust_root` on changes)."""
+        self._trust_root = reading
+        self.refresh_trust_root()
+
+    def refresh_trust_root(self) -> None:
+        """Copy the watched trust root into the Prometheus gauges (OTLP reads it live); the
+        root this worker used before goes to 0, so the totals show only roots still in use."""
+        if self._trust_root is None:
+            return
+        try:
+            now = self._trust_root()
+            labels = (now.source, now.version, now.digest)
+            info = self._prom[TRUST_ROOT_INFO.name]
+            if self._trust_root_labels not in (None, labels):
+                info.labels(*self._trust_root_labels).set(0)
+            info.labels(*labels).set(1)
+            self._trust_root_labels = labels
+            self._prom[TRUST_ROOT_REFRESHED.name].set(now.refreshed_at)
+            self._prom[TRUST_ROOT_EXPIRES.name].set(now.expires_at)
+        except Exception:  # metrics must never fail a refresh
+            log.exception("recording the trust root failed")
+
+    def _observe_trust_root(self, _options: CallbackOptions) -> Iterator[Observation]:
+        if self._trust_root is not None:
+            now = self._trust_root()
+            attributes = {"source": now.source, "version": now.version, "digest": now.digest}
+            yield Observation(1, attributes)
+
+    def _observe_trust_time(self, which: str) -> Iterator[Observation]:
+        if self._trust_root is not None:
+            yield Observation(getattr(self._trust_root(), which))
 
     @contextmanager
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
@@ -587,6 +711,7 @@ class Telemetry:
     def prometheus_text(self) -> bytes:
         """Prometheus text exposition: every worker's values under gunicorn, else this one's."""
         self.refresh_breakers()
+        self.refresh_trust_root()
         if self.multiprocess_dir:
             registry = prometheus_client.CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]

@@ -8,9 +8,16 @@
 6. cache the verdict
 
 A verification failure is a normal, signed, cacheable verdict. An operational failure (registry
-or Rekor unreachable) raises `UpstreamError` and is never signed or cached; the one exception is a
-Rekor outage that the evidence already in hand makes irrelevant (a verified SET where the policy
-accepts one), which gives a correct verdict that says it was degraded.
+or Rekor unreachable) raises `UpstreamError` and is never signed or cached, but a Rekor outage
+raises only where log evidence alone decides: when the core says the outcome awaits the log
+(`ImageResult.awaiting_log`). A pass that a verified SET carries, and a failure that no log
+evidence could change (a wrong identity, key, digest, chain or signature), are correct verdicts
+that say Rekor was not reached (`degraded`, `rekor.status`). With no Rekor at all (lookups off)
+only the evidence signatures carry counts.
+
+Cached verdicts are read back only from values the cache authenticated (`service.cache`), under
+a key that holds everything the verdict depends on, so a verdict is served only to the request
+it answers and only signed with this service's key.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
 MANIFEST_TTL = 7 * 24 * 3600.0  # manifests by digest never change
-DEGRADED_TTL = 30.0  # seconds a verdict resting on a SET during a Rekor outage stays cached
+DEGRADED_TTL = 30.0  # seconds a verdict given during a Rekor outage stays cached
+VERDICT_FORMAT = "2"  # in the cache key: a rolling upgrade never reads another version's verdict
 _P = ParamSpec("_P")
 
 
@@ -55,6 +63,20 @@ class UpstreamError(Exception):
     def __init__(self, message: str, *, timeout: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class _Under:
+    """What a verification is asked under: the policy, its name (signed into the verdict), and
+    the trust roots it accepts, read once (the default root may be refreshed meanwhile)."""
+
+    policy: core.Policy
+    name: str | None
+    roots: tuple[core.TrustRoot, ...]
+
+    @property
+    def trust_digest(self) -> str:
+        return _trust_digest(self.roots)
 
 
 @dataclass(frozen=True)
@@ -135,7 +157,7 @@ class VerificationService:
         registry: RegistryClient,
         rekor: RekorClient | None,
         cache: Cache,
-        trust: core.TrustRoot,
+        trust: Callable[[], core.TrustRoot],
         signing_key: SigningKey,
         verdict_ttl: float,
         max_search_entries: int = 20,
@@ -143,11 +165,13 @@ class VerificationService:
         telemetry: Telemetry | None = None,
         more_trust: Sequence[core.TrustRoot] = (),
     ) -> None:
-        """`trust` is the default trust root; `more_trust` the others a policy may name."""
+        """`trust()` is the default trust root now (it is refreshed in the background);
+        `more_trust` the others a policy may name."""
         self._registry = registry
         self._rekor = rekor
         self._cache = cache
-        self._trust_roots = {root.name: root for root in (trust, *more_trust)}
+        self._default_trust = trust
+        self._trust_roots = {root.name: root for root in more_trust}
         self._key = signing_key
         self._verdict_ttl = verdict_ttl
         self._max_search_entries = max_search_entries
@@ -158,19 +182,12 @@ class VerificationService:
     @property
     def trust_root_names(self) -> tuple[str, ...]:
         """The names policies may list in `trustRoots`, the default one first."""
-        return tuple(self._trust_roots)
+        return (core.DEFAULT_TRUST_ROOT, *self._trust_roots)
 
     def _roots(self, policy: core.Policy) -> tuple[core.TrustRoot, ...]:
         """The trust roots `policy` accepts (its names were checked when it was parsed)."""
-        return tuple(self._trust_roots[name] for name in policy.trust_roots)
-
-    def _trust_digest(self, policy: core.Policy) -> str:
-        """One digest for the accepted roots: the root's own when there is one."""
-        roots = self._roots(policy)
-        if len(roots) == 1:
-            return roots[0].digest
-        joined = ",".join(f"{r.name}={r.digest}" for r in roots)
-        return hashlib.sha256(joined.encode()).hexdigest()
+        roots = {**self._trust_roots, core.DEFAULT_TRUST_ROOT: self._default_trust()}
+        return tuple(roots[name] for name in policy.trust_roots)
 
     @_observed
     def verify(
@@ -183,19 +200,19 @@ class VerificationService:
         # (2): tags move, so the digest is resolved on every request; everything after is keyed
         # by content.
         resolved = self._telemetry.timed("registry.resolve", lambda: self._resolve(reference))
-        key = self._verdict_key(resolved, policy, policy_name)
-        cached = True
-        raw = None
+        # The roots are read once: the key, the core and the verdict must name the same ones.
+        under = _Under(policy, policy_name, self._roots(policy))
+        key = self._verdict_key(resolved, under)
+        verdict = None
         if self._verdict_ttl > 0:
             raw = self._telemetry.timed("verdict_cache.get", lambda: self._cache.get(key))
-        if raw is None:
+            verdict = None if raw is None else self._readable(raw, key)
+        cached = verdict is not None
+        if verdict is None:
             # (1) missed: identical concurrent requests do the work once.
-            cached = False
-            raw = self._flight.do(
-                key, lambda: self._verify_resolved(resolved, policy, policy_name, key)
-            )
-        assert raw is not None
-        verdict = json.loads(raw)
+            raw = self._flight.do(key, lambda: self._verify_resolved(resolved, under, key))
+            assert raw is not None
+            verdict = json.loads(raw)
         # The signed part names the image by repository and digest only; how this request
         # named it (tag or digest) is filled in per request, so a cached verdict serves any tag.
         verdict["image"] = _image(resolved)
@@ -213,34 +230,54 @@ class VerificationService:
         only name the service knows it by; `resourceUri` is that digest too.
         """
         now = self._clock()
+        under = _Under(policy, policy_name, self._roots(policy))
         result = core.verify_artifact(
             bundle=bundle,
             artifact_digest=artifact_digest,
             policy=policy,
-            trust=self._roots(policy),
+            trust=under.roots,
             now=now,
             source="request",
         )
         subject = verdicts.VerdictSubject(name=artifact_digest, digest=artifact_digest)
-        verdict = {
-            "verified": result.verified,
-            "artifact": {"digest": artifact_digest},
-            **self._signed(subject, policy, policy_name, result, now, resource_uri=artifact_digest),
-        }
+        signed = self._signed(subject, under, result, now, resource_uri=artifact_digest)
+        verdict = {"verified": result.verified, "artifact": {"digest": artifact_digest}, **signed}
         return Verification(verdict, cached=False)
 
-    def _verify_resolved(
-        self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None, key: str
-    ) -> bytes:
-        """Steps (2) to (6) for a resolved image: the verdict as JSON, cached unless degraded."""
+    def _readable(self, raw: bytes, key: str) -> dict[str, Any] | None:
+        """A cached verdict, or None (a miss) when it is not one this service signed.
+
+        The cache authenticated the value and its key; what is left to check is that it is a
+        verdict of this version signed with this service's key (a pod of an older version, or
+        one whose retired key still shares the namespace, is read as a miss and overwritten).
+        """
+        try:
+            verdict = json.loads(raw)
+            signatures = verdict["signedVerdict"]["signatures"]
+            ours = isinstance(verdict, dict) and signatures[0]["keyid"] == self._key.key_id
+        except (ValueError, KeyError, IndexError, TypeError):
+            ours = False
+        if not ours:
+            log.warning("cached verdict under %s is not signed with this key: recomputing", key)
+            return None
+        assert isinstance(verdict, dict)
+        return verdict
+
+    def _verify_resolved(self, resolved: ResolvedImage, under: _Under, key: str) -> bytes:
+        """Steps (2) to (6) for a resolved image: the verdict as JSON, cached (briefly when
+        Rekor was not reached)."""
         discovery = self._telemetry.timed(
             "registry.discover", lambda: discover(self._registry, resolved)
         )
         signatures = _core_inputs(discovery)
-        # (3): complete the log evidence.
-        entries, outage = self._log_entries(
-            core.needed_log_lookups(signatures, log_required=policy.transparency_log.required)
+        policy = under.policy
+        # (3): complete the log evidence, unless lookups are off here.
+        lookups = (
+            []
+            if self._rekor is None
+            else core.needed_log_lookups(signatures, log_required=policy.transparency_log.required)
         )
+        entries, unreachable, outage = self._log_entries(lookups)
         # (4): the pure core decides.
         now = self._clock()
         with self._telemetry.step("core.verify"):
@@ -249,20 +286,20 @@ class VerificationService:
                 signatures=signatures,
                 log_entries=entries,
                 policy=policy,
-                trust=self._roots(policy),
+                trust=under.roots,
                 now=now,
+                log_unreachable=unreachable,
+                log_lookups_off=self._rekor is None,
             )
-        if outage is not None and not result.verified:
-            # The failure may be the outage's doing: say so as an error, never as a verdict.
+        if outage is not None and result.awaiting_log:
+            # Only log evidence could decide, and the log is not there: an error, not a verdict.
             raise outage
         # (5): build and sign.
         with self._telemetry.step("verdict.sign"):
             raw = json.dumps(
-                self._verdict(
-                    resolved, policy, policy_name, result, now, degraded=outage is not None
-                )
+                self._verdict(resolved, under, result, now, rekor=self._rekor_status(outage))
             ).encode()
-        # (6): cache; a degraded verdict is correct but re-checked soon.
+        # (6): cache; a verdict given while Rekor was not reached is correct but re-checked soon.
         if self._verdict_ttl > 0:
             ttl = self._verdict_ttl if outage is None else min(self._verdict_ttl, DEGRADED_TTL)
             self._telemetry.timed("verdict_cache.set", lambda: self._cache.set(key, raw, ttl))
@@ -292,21 +329,36 @@ class VerificationService:
             self._cache.set(digest_key, value, MANIFEST_TTL)
         return resolved
 
-    def _verdict_key(
-        self, resolved: ResolvedImage, policy: core.Policy, policy_name: str | None
-    ) -> str:
+    def _verdict_key(self, resolved: ResolvedImage, under: _Under) -> str:
         ref = resolved.reference
         # The name is signed into the verdict, so it is part of the key.
         return (
-            f"verdict:{ref.registry}/{ref.repository}@{resolved.digest}"
-            f":{policy.digest}:{self._trust_digest(policy)}:{policy_name or ''}"
+            f"verdict:v{VERDICT_FORMAT}:{ref.registry}/{ref.repository}@{resolved.digest}"
+            f":{under.policy.digest}:{under.trust_digest}:{under.name or ''}"
         )
+
+    def _rekor_status(self, outage: UpstreamError | None) -> dict[str, Any]:
+        """The verdict's `rekor`: whether the log was asked for what it was needed for."""
+        if self._rekor is None:
+            return {
+                "status": "off",
+                "detail": "rekor lookups are off here: only log evidence signatures carry counts",
+            }
+        if outage is not None:
+            return {"status": "unreachable", "detail": str(outage)}
+        return {"status": "ok", "detail": None}
 
     def _log_entries(
         self, lookups: list[core.LogLookup]
-    ) -> tuple[dict[core.LogLookup, tuple[core.LogEntry, ...]], UpstreamError | None]:
-        """Fetch each lookup; an unusable answer is no evidence, an outage is remembered."""
+    ) -> tuple[
+        dict[core.LogLookup, tuple[core.LogEntry, ...]],
+        set[core.LogLookup],
+        UpstreamError | None,
+    ]:
+        """Fetch each lookup: the entries found, the lookups the log could not be asked for,
+        and the outage that kept it (an unusable answer is no evidence, not an outage)."""
         entries: dict[core.LogLookup, tuple[core.LogEntry, ...]] = {}
+        unreachable: set[core.LogLookup] = set()
         outage: UpstreamError | None = None
         for lookup in lookups:
             try:
@@ -317,6 +369,7 @@ class VerificationService:
                 self._telemetry.upstream_error("rekor", exc.reason)
                 log.warning("rekor unavailable for %s=%s: %s", lookup.by, lookup.value, exc)
                 entries[lookup] = ()
+                unreachable.add(lookup)
                 outage = UpstreamError(
                     f"rekor unavailable: {exc}", timeout=isinstance(exc, TlogTimeout)
                 )
@@ -327,7 +380,7 @@ class VerificationService:
                 log.warning("rekor answer unusable for %s=%s: %s", lookup.by, lookup.value, exc)
                 entries[lookup] = ()
         self._telemetry.refresh_breakers()
-        return entries, outage
+        return entries, unreachable, outage
 
     def _fetch(self, lookup: core.LogLookup) -> tuple[core.LogEntry, ...]:
         """Rekor's entries for one lookup; a hash search may find one per signer."""
@@ -346,31 +399,37 @@ class VerificationService:
     def _verdict(
         self,
         resolved: ResolvedImage,
-        policy: core.Policy,
-        policy_name: str | None,
+        under: _Under,
         result: core.ImageResult,
         now: datetime,
         *,
-        degraded: bool,
+        rekor: dict[str, Any],
     ) -> dict[str, Any]:
         ref = resolved.reference
         subject = verdicts.VerdictSubject(
             name=f"{ref.registry}/{ref.repository}", digest=resolved.digest
         )
-        signed = self._signed(subject, policy, policy_name, result, now)
+        signed = self._signed(subject, under, result, now)
+        degraded = rekor["status"] == "unreachable"
+        reasons = _reasons(resolved, signed["reasons"])
+        if degraded and reasons:
+            reasons.append(
+                f"the transparency log was not reached ({rekor['detail']}); this failure "
+                "does not depend on it"
+            )
         return {
             "verified": result.verified,
             "image": _image(resolved),
             **signed,
-            "reasons": _reasons(resolved, signed["reasons"]),
+            "reasons": reasons,
             "degraded": degraded,
+            "rekor": rekor,
         }
 
     def _signed(
         self,
         subject: verdicts.VerdictSubject,
-        policy: core.Policy,
-        policy_name: str | None,
+        under: _Under,
         result: core.ImageResult,
         now: datetime,
         *,
@@ -379,10 +438,11 @@ class VerificationService:
         """What every verdict carries, images and artifacts alike, with the DSSE envelope over
         the statement about `subject`."""
         body = result.to_dict()
+        policy = under.policy
         statement = verdicts.statement(
             subject=subject,
             verified=result.verified,
-            policy_name=policy_name,
+            policy_name=under.name,
             policy_digest=policy.digest,
             inputs=[s["digest"] for s in body["signatures"] if s.get("verified")],
             verified_at=now,
@@ -390,8 +450,12 @@ class VerificationService:
             resource_uri=resource_uri,
         )
         return {
-            "policy": {"digest": policy.digest, "name": policy_name},
-            "trustRoot": {"digest": self._trust_digest(policy), "names": list(policy.trust_roots)},
+            "policy": {"digest": policy.digest, "name": under.name},
+            "trustRoot": {
+                "digest": under.trust_digest,
+                "names": list(policy.trust_roots),
+                "sources": {root.name: root.source for root in under.roots},
+            },
             "signers": body["signers"],
             "signatures": body["signatures"],
             "attestations": body["attestations"],
@@ -399,6 +463,14 @@ class VerificationService:
             "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "signedVerdict": verdicts.sign(statement, self._key),
         }
+
+
+def _trust_digest(roots: Sequence[core.TrustRoot]) -> str:
+    """One digest for the accepted roots: the root's own when there is one."""
+    if len(roots) == 1:
+        return roots[0].digest
+    joined = ",".join(f"{r.name}={r.digest}" for r in roots)
+    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _image(resolved: ResolvedImage) -> dict[str, Any]:

@@ -65,6 +65,9 @@ def check_response(response: httpx.Response) -> None:
     documented = _resolve(documented)
     media = response.headers.get("content-type", "").split(";")[0].strip()
     content = documented.get("content", {})
+    if not content:  # documented without a body (304)
+        assert not response.content, f"{response.status_code} {request.url.path} has a body"
+        return
     assert media in content, f"{media} undocumented for {response.status_code} {request.url.path}"
     schema = content[media].get("schema")
     if schema is None or not media.endswith("json"):
@@ -78,6 +81,16 @@ def check_response(response: httpx.Response) -> None:
     validator = jsonschema.Draft202012Validator(wrapped, registry=_registry())
     errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
     assert not errors, f"{request.url.path} {response.status_code}: " + "; ".join(
+        f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5]
+    )
+
+
+def check_body(body: Any, schema_name: str) -> None:
+    """Fail unless `body` is valid under `components.schemas[schema_name]` of the spec."""
+    wrapped = {"$ref": f"urn:sigverify:openapi#/components/schemas/{schema_name}"}
+    validator = jsonschema.Draft202012Validator(wrapped, registry=_registry())
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    assert not errors, f"{schema_name}: " + "; ".join(
         f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5]
     )
 

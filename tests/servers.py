@@ -228,6 +228,10 @@ class ServiceServer:
         env.setdefault("SIGVERIFY_DATA_DIR", str(self.workdir / "data"))
         # Never the public Rekor named in the embedded trust root: nothing listens on port 1.
         env.setdefault("SIGVERIFY_REKOR_URL", "http://127.0.0.1:1")
+        # Nor the public-good TUF repository the service refreshes from by default: a test that
+        # wants a refresh names a loopback repository (tests/tuf_repository.py).
+        if "SIGVERIFY_TUF_URL" not in self.env and "SIGVERIFY_TUF_REFRESH" not in self.env:
+            env["SIGVERIFY_TUF_REFRESH"] = "false"
         env.update({"SIGVERIFY_WORKERS": "2", "SIGVERIFY_THREADS": "4"})
         env.update(self.env)
         for _attempt in range(3):

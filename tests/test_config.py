@@ -61,6 +61,13 @@ def test_bad_settings_name_the_variable(env: dict[str, str], named: str) -> None
         Settings.from_env(env)
 
 
+def test_the_clients_variables_are_no_settings_and_no_error() -> None:
+    client = {"SIGVERIFY_SERVER": "https://sigverify", "SIGVERIFY_TOKEN": "t" * 20}
+    assert Settings.from_env(client) == Settings()
+    with pytest.raises(SettingsError, match="SIGVERIFY_SERVERS: unknown setting"):
+        Settings.from_env({"SIGVERIFY_SERVERS": "https://sigverify"})
+
+
 def test_two_trust_root_sources_are_refused(tmp_path: Path) -> None:
     root = tmp_path / "root.json"
     root.write_text("{}")

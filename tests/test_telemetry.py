@@ -299,6 +299,9 @@ def test_prometheus_values_are_summed_over_workers_and_survive_replacement(
         "counter_slot1.db",
         "gauge_livemax_slot0.db",
         "gauge_livemax_slot1.db",
+        # The trust root's timestamps: the stalest worker's.
+        "gauge_livemin_slot0.db",
+        "gauge_livemin_slot1.db",
     ]
     monkeypatch.setenv(telemetry.MULTIPROC_ENV, str(tmp_path))
     telemetry.release_metrics_slot(1)  # slot 1's worker is gone and not replaced

@@ -367,21 +367,27 @@ def push_slsa_verifier(pusher: Pusher) -> list[Case]:
             "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/"
             f"generator_container_slsa3.yml@refs/tags/{version}"
         )
+        # The image has an attestation and no signature: `cosign verify` finds none, and so does
+        # a signature policy; slsa-verifier (`cosign verify-attestation`) counts the attestation.
+        signer = {"certificateIdentity": identity, "certificateOidcIssuer": GITHUB_ACTIONS}
         cases.append(
             Case(
-                f"slsa-verifier-{version}",
+                f"slsa-verifier-{version}-unsigned",
                 repo,
                 image_digest,
-                {"certificateIdentity": identity, "certificateOidcIssuer": GITHUB_ACTIONS},
-                True,
-                signer=identity,
+                signer,
+                False,
+                reason="no signatures found: found 1 attestation",
             )
+        )
+        attested = {**signer, "acceptAttestationsAsSignatures": True}
+        cases.append(
+            Case(f"slsa-verifier-{version}", repo, image_digest, attested, True, signer=identity)
         )
         # slsa-verifier's own check: the provenance's builder and source repository.
         source = "predicate.invocation.configSource.uri"
         provenance = {
-            "certificateIdentity": identity,
-            "certificateOidcIssuer": GITHUB_ACTIONS,
+            **attested,
             "attestations": [
                 {
                     "name": "provenance",
@@ -422,10 +428,7 @@ def push_slsa_verifier(pusher: Pusher) -> list[Case]:
                 f"slsa-verifier-{version}-wrong-builder",
                 repo,
                 image_digest,
-                {
-                    "certificateIdentity": identity.replace(version, "v9.9.9"),
-                    "certificateOidcIssuer": GITHUB_ACTIONS,
-                },
+                {**attested, "certificateIdentity": identity.replace(version, "v9.9.9")},
                 False,
                 reason="refs/tags/v9.9.9",
             )

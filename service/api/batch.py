@@ -35,15 +35,19 @@ def verify_batch() -> Response:
         assert chosen is not None  # the schema refuses an image without one
         jobs.append((item["image"], chosen))
     charge(len(jobs))
-    results = verify_all(svc, jobs)
+    return jsonify(batch_answer(verify_all(svc, jobs)))
+
+
+def batch_answer(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The batch's answer: `verified` when every image verified, `passed` when every image
+    verified or failed only under an audit policy (what a gate acts on), and the results."""
     verified = all(r.get("verdict", {}).get("verified") is True for r in results)
-    # What a gate acts on: every image verified, or its failure is only audited.
     passed = all(
         r.get("verdict", {}).get("verified") is True
         or r.get("verdict", {}).get("enforced") is False
         for r in results
     )
-    return jsonify(verified=verified, passed=passed, results=results)
+    return {"verified": verified, "passed": passed, "results": results}
 
 
 def verify_all(
@@ -52,6 +56,7 @@ def verify_all(
     *,
     timeout: float | None = None,
     late: str = "not verified in time",
+    instance: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each (image, policy) job's result, in order, verified concurrently within
     SIGVERIFY_BATCH_CONCURRENCY: `{image, status, verdict}` or `{image, status, problem}`.
@@ -59,12 +64,13 @@ def verify_all(
     With `timeout` (seconds), this returns by then: a job not finished is a 504 problem whose
     detail is `late`. Jobs not started are cancelled; a running one cannot be interrupted, so
     it ends in the background within its own registry and Rekor timeouts (its verdict is
-    cached for the next request). Never raises for one image's failure; call it from a
-    request."""
+    cached for the next request). Never raises for one image's failure. A problem's `instance`
+    is the request's path; outside a request (`sigverify verify --local`), `instance`."""
     if not jobs:
         return []
     workers = min(svc.settings.batch_concurrency, len(jobs))
-    path = request.path  # the request context does not reach the pool's threads
+    # The request context does not reach the pool's threads.
+    path = request.path if instance is None else instance
     pool = ThreadPoolExecutor(workers, thread_name_prefix="batch")
     try:
         # Each job runs in a copy of this context, so its spans are children of the request's.

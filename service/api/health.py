@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.resources
 import platform
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -12,6 +13,7 @@ from flask import Blueprint, Response, jsonify
 from service.api.auth import AUTH_OFF_WARNING
 from service.keys import DEV_KEY_WARNING
 from service.state import services
+from service.tlog.trust import RefreshState, RootInfo, describe_refresh
 
 bp = Blueprint("health", __name__)
 
@@ -31,8 +33,14 @@ def readyz() -> tuple[Response, int]:
     """
     svc = services()
     cache_ok = svc.cache.healthy()
+    root, info, state = svc.trust.snapshot()
     checks: dict[str, Any] = {
-        "trustRoot": {"ok": True, "source": svc.trust_origin, "digest": svc.trust.digest},
+        "trustRoot": {
+            "ok": True,
+            "digest": root.digest,
+            **info.to_dict(),
+            "refresh": describe_refresh(svc.trust),
+        },
         "signingKey": {"ok": True, "keyId": svc.signing_key.key_id},
         "cache": {"ok": cache_ok, "backend": svc.cache.backend},
     }
@@ -44,6 +52,7 @@ def readyz() -> tuple[Response, int]:
         warnings.append("cache unreachable: answering uncached")
     if not svc.tokens.enabled:
         warnings.append(AUTH_OFF_WARNING)
+    warnings.extend(_trust_warnings(info, state))
     checks["policies"] = {
         "ok": svc.policies.last_error is None,
         "count": len(svc.policies.visible_to(None)),
@@ -56,13 +65,32 @@ def readyz() -> tuple[Response, int]:
     return jsonify(status=status, checks=checks, warnings=warnings), 200
 
 
+def _trust_warnings(info: RootInfo, state: RefreshState | None) -> list[str]:
+    """A refresh that keeps failing, and a root whose TUF metadata has expired: the service
+    still verifies (with the root it has), but someone should look."""
+    warnings = []
+    if state is not None and state.error is not None:
+        warnings.append(
+            f"trust root refresh failing ({state.failures} in a row): {state.error}; "
+            f"verifying with the {info.source} root meanwhile"
+        )
+    if info.expires is not None and info.expires < datetime.now(UTC):
+        warnings.append(
+            f"trust root metadata expired at {info.expires:%Y-%m-%dT%H:%M:%SZ}: TUF has not "
+            "confirmed this root since then"
+        )
+    return warnings
+
+
 @bp.get("/version")
 def version() -> Response:
+    root, info, _state = services().trust.snapshot()
     return jsonify(
         name="sigverify",
         version=importlib.metadata.version("sigverify"),
         sigstore=importlib.metadata.version("sigstore"),
         python=platform.python_version(),
+        trustRoot={"digest": root.digest, **info.to_dict()},
     )
 
 

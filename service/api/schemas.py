@@ -107,7 +107,8 @@ class AttestationSchema(_Strict):
 
 class PolicySchema(IdentitySchema):
     """An inline policy: top-level identity fields, more identities, keys and a threshold,
-    required attestations and the trust roots it accepts."""
+    required attestations, whether attestations count as signatures, and the trust roots it
+    accepts."""
 
     identities = _identities()
     keys = _keys()
@@ -118,6 +119,7 @@ class PolicySchema(IdentitySchema):
         fields.String(validate=validate.Length(min=1, max=63)),
         validate=validate.Length(min=1, max=10),
     )
+    acceptAttestationsAsSignatures = _StrictBoolean()
 
 
 def _image_parses(value: str) -> None:

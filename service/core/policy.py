@@ -44,7 +44,15 @@ _IDENTITY_FIELDS: Mapping[str, tuple[str, bool]] = {
     "certificateGithubWorkflowRef": ("githubWorkflowRef", False),
 }
 _POLICY_FIELDS = frozenset(
-    {"identities", "keys", "threshold", "transparencyLog", "attestations", "trustRoots"}
+    {
+        "identities",
+        "keys",
+        "threshold",
+        "transparencyLog",
+        "attestations",
+        "trustRoots",
+        "acceptAttestationsAsSignatures",
+    }
 )
 _ATTESTATION_FIELDS = frozenset({"name", "predicateType", "identities", "keys", "conditions"})
 MAX_ATTESTATIONS = 10
@@ -161,6 +169,9 @@ class Policy:
     digest: str
     attestations: tuple[AttestationRequirement, ...] = ()
     trust_roots: tuple[str, ...] = (DEFAULT_TRUST_ROOT,)
+    accept_attestations_as_signatures: bool = False
+    """Count verified attestations (`.att` layers, DSSE bundles) toward `threshold`, as
+    `cosign verify-attestation` does; by default only signatures count, as `cosign verify`."""
 
     def signed_by(self, requirement: AttestationRequirement) -> Policy:
         """This policy with a requirement's own signers: what its attestations verify against."""
@@ -217,6 +228,11 @@ def policy_from_mapping(
     tlog = _tlog(d.get("transparencyLog", {}))
     attestations = _attestations(d.get("attestations", []), max_regexp_length)
     roots = _trust_roots(d.get("trustRoots", [DEFAULT_TRUST_ROOT]), trust_roots)
+    accept_attestations = d.get("acceptAttestationsAsSignatures", False)
+    if not isinstance(accept_attestations, bool):
+        raise PolicyError(
+            "found no boolean, expected true or false", field="acceptAttestationsAsSignatures"
+        )
     canonical: dict[str, Any] = {
         "identities": [[c.to_json() for c in i.constraints] for i in identities],
         "keys": [k.fingerprint for k in keys],
@@ -231,6 +247,8 @@ def policy_from_mapping(
         canonical["attestations"] = [a.to_json() for a in attestations]
     if roots != (DEFAULT_TRUST_ROOT,):
         canonical["trustRoots"] = list(roots)
+    if accept_attestations:
+        canonical["acceptAttestationsAsSignatures"] = True
     return Policy(
         identities=tuple(identities),
         keys=keys,
@@ -239,6 +257,7 @@ def policy_from_mapping(
         digest="sha256:" + hashlib.sha256(rfc8785.dumps(canonical)).hexdigest(),
         attestations=attestations,
         trust_roots=roots,
+        accept_attestations_as_signatures=accept_attestations,
     )
 
 

@@ -12,18 +12,27 @@ from service.core.conditions import ConditionResult
 
 Evidence = Literal["inclusion-proof", "inclusion-promise", "none"]
 Kind = Literal["cosign-signature", "cosign-attestation", "sigstore-bundle"]
+Role = Literal["signature", "attestation"]
 
 
 @dataclass(frozen=True)
 class Check:
-    """One verification step and its outcome; `detail` says what was found."""
+    """One verification step and its outcome; `detail` says what was found.
+
+    `awaiting_log` marks a failed check that failed only because the transparency log could
+    not be reached: log evidence could still turn it into a pass. Every other failure is final.
+    """
 
     name: str
     passed: bool
     detail: str
+    awaiting_log: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+        out: dict[str, Any] = {"name": self.name, "passed": self.passed, "detail": self.detail}
+        if self.awaiting_log:
+            out["awaitingLog"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,10 @@ class SignatureResult:
     statement: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The in-toto statement a DSSE signature carries (attestations), once it parsed."""
     trust_root: str | None = None  # the trust root it was checked against, by name
+    role: Role = "signature"
+    """What it counts as, as cosign counts: a signature (a `.sig` layer, a bundle with a message
+    signature or cosign's own signing statement) or an attestation (a `.att` layer, any other
+    DSSE bundle), which counts toward a signature policy only where the policy says so."""
 
     @property
     def predicate_type(self) -> str | None:
@@ -72,6 +85,12 @@ class SignatureResult:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     @property
+    def awaiting_log(self) -> bool:
+        """Not verified, and only for want of log evidence the log could not be asked for."""
+        failed = [c for c in self.checks if not c.passed]
+        return bool(failed) and all(c.awaiting_log for c in failed)
+
+    @property
     def reasons(self) -> tuple[str, ...]:
         return tuple(f"{c.name}: {c.detail}" for c in self.checks if not c.passed)
 
@@ -81,6 +100,7 @@ class SignatureResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "role": self.role,
             "source": self.source,
             "digest": self.digest,
             "verified": self.verified,
@@ -104,6 +124,11 @@ class AttestationMatch:
     @property
     def satisfied(self) -> bool:
         return self.signature.verified and all(c.held for c in self.conditions)
+
+    @property
+    def awaiting_log(self) -> bool:
+        """Not satisfied, but would be if the log evidence it awaits verified."""
+        return self.signature.awaiting_log and all(c.held for c in self.conditions)
 
     def to_dict(self) -> dict[str, Any]:
         s = self.signature
@@ -131,6 +156,11 @@ class AttestationResult:
     @property
     def satisfied(self) -> bool:
         return any(m.satisfied for m in self.matches)
+
+    @property
+    def could_be_satisfied(self) -> bool:
+        """Satisfied, or would be with the log evidence that could not be fetched."""
+        return any(m.satisfied or m.awaiting_log for m in self.matches)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -162,13 +192,19 @@ class AttestationResult:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """The verdict on an image: verified when enough distinct signers verified."""
+    """The verdict on an image: verified when enough distinct signers verified.
+
+    `awaiting_log`: not verified, but log evidence that could not be fetched (the log was not
+    reached) could still make it verify, so the outcome is not known yet. When it is False a
+    failure is final, whatever the log would say.
+    """
 
     verified: bool
     signatures: tuple[SignatureResult, ...]
     signers: tuple[str, ...]
     reasons: tuple[str, ...]
     attestations: tuple[AttestationResult, ...] = ()
+    awaiting_log: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -90,16 +90,21 @@ class TrustRoot:
     sigstore_root: TrustedRoot | None = field(default=None, repr=False)
     """sigstore-python's `sigstore.models.TrustedRoot`, or None if it refused the document."""
     name: str = DEFAULT_TRUST_ROOT  # what policies call it (`trustRoots`)
+    source: str = ""
+    """Where it came from, in words (a file, TUF and its version, the embedded copy): said in
+    verdicts and /readyz, never used by verification."""
 
     @classmethod
-    def from_json(cls, data: bytes, name: str = DEFAULT_TRUST_ROOT) -> TrustRoot:
+    def from_json(
+        cls, data: bytes, name: str = DEFAULT_TRUST_ROOT, *, source: str = ""
+    ) -> TrustRoot:
         """Parse a trusted_root.json; raises `TrustRootError` naming what is wrong."""
         try:
             document = load_json(data, "trusted root")
         except InputError:
             raise TrustRootError("trusted root: found invalid JSON, expected an object") from None
         try:
-            return cls._parse(data, document, name)
+            return cls._parse(data, document, name, source)
         except InputError as exc:
             raise TrustRootError(f"trusted root: {exc}") from None
 
@@ -112,7 +117,7 @@ class TrustRoot:
         return cls.from_json(resource.read_bytes())
 
     @classmethod
-    def _parse(cls, data: bytes, document: object, name: str) -> TrustRoot:
+    def _parse(cls, data: bytes, document: object, name: str, source: str) -> TrustRoot:
         doc = mapping(document, "trusted root")
         media_type = doc.get("mediaType")
         if media_type != MEDIA_TYPE:
@@ -139,6 +144,7 @@ class TrustRoot:
             timestamp_authorities=tsas,
             sigstore_root=_sigstore_root(data),
             name=name,
+            source=source,
         )
 
     @functools.cached_property

@@ -33,6 +33,17 @@ under the first one it verifies with. The subject verifies when at least `thresh
 signers verified and every attestation the policy requires is met: one attestation of its
 predicate type verified (against the requirement's own signers, if it names any) and
 satisfies its conditions (`service.core.conditions`).
+
+Signatures and attestations count separately, as cosign counts them: `threshold` counts the
+signers of signatures (`.sig` layers, bundles with a message signature or cosign's own signing
+statement); attestations (`.att` layers, other DSSE bundles) meet `attestations` requirements,
+and count toward `threshold` only under `acceptAttestationsAsSignatures`.
+
+When the transparency log could not be reached (`log_unreachable`), a check that failed only
+for want of its evidence is marked `awaiting_log`; every other check still runs (without a
+signing time, the chain is checked at both ends of the certificate's validity), so that a wrong
+identity, key, digest, chain or signature is a final failure whatever the log would say, and
+`ImageResult.awaiting_log` tells whether the log could still change the outcome.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -93,6 +104,7 @@ from service.core.results import (
     ImageResult,
     Kind,
     LogEvidence,
+    Role,
     SignatureResult,
 )
 from service.core.timestamps import verify_timestamps
@@ -100,6 +112,8 @@ from service.core.trust import TrustRoot
 
 SIMPLE_SIGNING_TYPE = "cosign container image signature"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+"""The predicate type of an image signature made by cosign v3 (a DSSE bundle referrer)."""
 CLOCK_SKEW = timedelta(minutes=5)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _T = TypeVar("_T")
@@ -113,20 +127,33 @@ def verify_image(
     policy: Policy,
     trust: TrustRoot | Sequence[TrustRoot],
     now: datetime,
+    log_unreachable: Collection[LogLookup] = (),
+    log_lookups_off: bool = False,
 ) -> ImageResult:
     """Verify every signature of `image_digest`; the image verifies with `threshold` signers
     and every attestation the policy requires.
 
     `log_entries` holds what the orchestration fetched for `needed_log_lookups(signatures)`:
     every entry found (a search by hash finds one per signer of the same payload; empty where
-    nothing was found); `trust` is the trust root, or several, of which the policy's
-    `trustRoots` names those accepted (a signature verifies when it verifies against one of
-    them); `now` is the verification time.
+    nothing was found); `log_unreachable` the lookups it could not make because the log was
+    not reached (their checks are `awaiting_log`); `log_lookups_off` says no log is asked here
+    at all (an air-gapped setup: only the evidence a signature carries counts, and its absence
+    is final). `trust` is the trust root, or several, of which the policy's `trustRoots` names
+    those accepted (a signature verifies when it verifies against one of them); `now` is the
+    verification time.
     """
     if not _DIGEST.fullmatch(image_digest):
         raise InputError(f"image digest: found {image_digest!r:.80}, expected sha256:<64 hex>")
     roots = _roots(trust, policy)
-    context = _Context(image_digest, log_entries, policy, roots[0], now)
+    context = _Context(
+        image_digest,
+        log_entries,
+        policy,
+        roots[0],
+        now,
+        log_unreachable=frozenset(log_unreachable),
+        log_lookups_off=log_lookups_off,
+    )
     return _verdict(signatures, context, roots)
 
 
@@ -154,7 +181,9 @@ def verify_artifact(
     roots = _roots(trust, policy)
     context = _Context(artifact_digest, {}, policy, roots[0], now, subject="artifact")
     item = BundleSignature(bundle, "sha256:" + sha256_hex(bundle), source)
-    return _verdict((item,), context, roots)
+    # The one bundle given is what is verified, a DSSE statement as much as a signature (as
+    # `cosign verify-blob-attestation` and `gh attestation verify` do).
+    return _verdict((item,), context, roots, count_attestations=True)
 
 
 def _roots(trust: TrustRoot | Sequence[TrustRoot], policy: Policy) -> tuple[TrustRoot, ...]:
@@ -170,31 +199,44 @@ def _roots(trust: TrustRoot | Sequence[TrustRoot], policy: Policy) -> tuple[Trus
 
 
 def _verdict(
-    signatures: Sequence[Signature], context: _Context, roots: tuple[TrustRoot, ...]
+    signatures: Sequence[Signature],
+    context: _Context,
+    roots: tuple[TrustRoot, ...],
+    *,
+    count_attestations: bool = False,
 ) -> ImageResult:
-    """The subject verifies when at least `threshold` distinct signers verified and every
-    attestation requirement is met."""
+    """The subject verifies when at least `threshold` distinct signers of what counts as a
+    signature (attestations too, with `count_attestations` or where the policy says so)
+    verified and every attestation requirement is met; whether log evidence that could not be
+    fetched could still make it verify is `awaiting_log`."""
     policy = context.policy
     results = tuple(_against_roots(s, context, roots) for s in signatures)
-    signers = tuple(dict.fromkeys(r.signer for r in results if r.verified and r.signer))
+    everything = count_attestations or policy.accept_attestations_as_signatures
+    counted = [r for r in results if everything or r.role == "signature"]
+    signers = tuple(dict.fromkeys(r.signer for r in counted if r.verified and r.signer))
+    hopeful = {r.signer for r in counted if (r.verified or r.awaiting_log) and r.signer}
     attestations = _attestations(signatures, results, context, roots)
     reasons: list[str] = []
-    if not results:
-        reasons.append("no signatures found")
-    else:
-        for r in results:
-            reasons += [f"{r.kind} {r.digest}: {reason}" for reason in r.reasons]
-        if len(signers) < policy.threshold:
-            reasons.append(
-                f"threshold not met: found {len(signers)} distinct verified signer"
-                f"{'' if len(signers) == 1 else 's'}, expected at least {policy.threshold}"
-            )
+    if not counted:
+        reasons.append(_no_signatures(len(results)))
+    for r in results:
+        reasons += [f"{r.kind} {r.digest}: {reason}" for reason in r.reasons]
+    if counted and len(signers) < policy.threshold:
+        reasons.append(
+            f"threshold not met: found {len(signers)} distinct verified signer"
+            f"{'' if len(signers) == 1 else 's'}, expected at least {policy.threshold}"
+        )
     for a in attestations:
         reasons += a.reasons
     verified = (
-        bool(results)
+        bool(counted)
         and len(signers) >= policy.threshold
         and all(a.satisfied for a in attestations)
+    )
+    possible = (
+        bool(counted)
+        and len(hopeful) >= policy.threshold
+        and all(a.could_be_satisfied for a in attestations)
     )
     return ImageResult(
         verified=verified,
@@ -202,6 +244,18 @@ def _verdict(
         signers=signers,
         reasons=() if verified else tuple(reasons),
         attestations=attestations,
+        awaiting_log=possible and not verified,
+    )
+
+
+def _no_signatures(attestations: int) -> str:
+    """Why nothing counted as a signature: none at all, or only attestations."""
+    if not attestations:
+        return "no signatures found"
+    return (
+        f"no signatures found: found {attestations} attestation"
+        f"{'' if attestations == 1 else 's'}, which count as signatures only where the policy "
+        "sets acceptAttestationsAsSignatures (as cosign verify-attestation does)"
     )
 
 
@@ -209,8 +263,9 @@ def _against_roots(
     signature: Signature, context: _Context, roots: tuple[TrustRoot, ...]
 ) -> SignatureResult:
     """The signature checked against each accepted trust root in turn: the first under which
-    it verifies, else the one under which it got furthest (most checks passed: its reasons
-    are the most telling)."""
+    it verifies, else one under which only log evidence is missing (it may yet verify), else
+    the one under which it got furthest (most checks passed: its reasons are the most
+    telling)."""
     best: SignatureResult | None = None
     for root in roots:
         result = replace(
@@ -218,7 +273,7 @@ def _against_roots(
         )
         if result.verified:
             return result
-        if best is None or _passed(result) > _passed(best):
+        if best is None or _rank(result) > _rank(best):
             best = result
     assert best is not None  # roots is never empty
     return best
@@ -237,8 +292,8 @@ def _identity_of(result: SignatureResult, policy: Policy) -> SignatureResult:
     )
 
 
-def _passed(result: SignatureResult) -> int:
-    return sum(c.passed for c in result.checks)
+def _rank(result: SignatureResult) -> tuple[bool, int]:
+    return result.awaiting_log, sum(c.passed for c in result.checks)
 
 
 def _attestations(
@@ -296,6 +351,8 @@ class _Context:
     trust: TrustRoot
     now: datetime
     subject: str = "image"  # or "artifact": names the digest check
+    log_unreachable: frozenset[LogLookup] = frozenset()
+    log_lookups_off: bool = False
 
     @property
     def digest_check(self) -> str:
@@ -309,12 +366,25 @@ class _Run:
     checks: list[Check]
     evidence: LogEvidence | None = None
     statement: dict[str, object] | None = None  # the in-toto statement, once parsed
+    dsse: bool = False  # a DSSE envelope (an attestation unless it is cosign's signing one)
 
     def ok(self, name: str, detail: str) -> None:
         self.checks.append(Check(name, True, detail))
 
-    def fail(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, False, detail))
+    def fail(self, name: str, detail: str, *, awaiting_log: bool = False) -> None:
+        self.checks.append(Check(name, False, detail, awaiting_log))
+
+    def awaits_log(self, name: str) -> bool:
+        """Whether the check `name` failed only for want of unreachable log evidence."""
+        return any(c.name == name and c.awaiting_log for c in self.checks)
+
+    @property
+    def role(self) -> Role:
+        """A DSSE statement is an attestation, unless it is cosign's own image signature."""
+        if not self.dsse:
+            return "signature"
+        predicate = None if self.statement is None else self.statement.get("predicateType")
+        return "signature" if predicate == COSIGN_SIGN_PREDICATE else "attestation"
 
 
 def _verify_signature(signature: Signature, context: _Context) -> SignatureResult:
@@ -393,6 +463,7 @@ def _verify_cosign(
             details,
             evidence,
             statement=run.statement,
+            role="signature" if kind == "cosign-signature" else "attestation",
         )
 
     # (0): the layer is what its digest says.
@@ -456,11 +527,7 @@ def _verify_keyless(
     # (3): the certificate was valid then and chains to a Fulcio CA valid then.
     issuer: x509.Certificate | None = None
     if not times:
-        run.fail(
-            "certificate-chain",
-            "no verified signing time from the transparency log or a timestamp authority, "
-            "so the short-lived certificate cannot be validated",
-        )
+        issuer = _chain_without_time(leaf, trust, run, awaiting=run.awaits_log("transparency-log"))
     else:
         before, after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
         outside = [t for t in times if not before <= t <= after]
@@ -498,6 +565,37 @@ def _verify_keyless(
     _check_identity(details, context.policy, run)
     issuer_claim = details.issuer or "no oidc issuer"
     return f"{details.subject} ({issuer_claim})"
+
+
+def _chain_without_time(
+    leaf: x509.Certificate, trust: TrustRoot, run: _Run, *, awaiting: bool
+) -> x509.Certificate | None:
+    """(3) without a verified signing time: the chain checked at either end of the
+    certificate's validity, so that the other checks can still run and say what else is wrong.
+
+    A chain that holds at neither end holds at no time within it (the trust root's CAs are
+    valid for far longer than a Fulcio certificate's minutes): that failure is final. One that
+    holds still lacks the time, which the log could give when it is `awaiting` (not reached).
+    Returns the issuer, for the SCT check."""
+    error: CheckError | None = None
+    for when in (leaf.not_valid_before_utc, leaf.not_valid_after_utc):
+        try:
+            ca, chain = verify_chain(leaf, trust, when)
+        except CheckError as exc:
+            error = error or exc
+            continue
+        run.fail(
+            "certificate-chain",
+            "no verified signing time from the transparency log or a timestamp authority, "
+            "so the short-lived certificate cannot be validated (it chains to "
+            f"{ca.uri or ca.subject} within its validity"
+            f"{'; the time awaits the log, which could not be reached' if awaiting else ''})",
+            awaiting_log=awaiting,
+        )
+        return chain[0]
+    assert error is not None
+    run.fail("certificate-chain", str(error))
+    return None
 
 
 def _check_identity(details: CertificateDetails, policy: Policy, run: _Run) -> None:
@@ -559,6 +657,7 @@ def _log_evidence(
     """Checks (1) and (2) for a cosign layer: the fetched entry and the SET annotation."""
     lookup = lookup_for(layer)
     fetched = _entry_for(context.log_entries.get(lookup, ()) if lookup else (), material)
+    unreachable = lookup is not None and lookup in context.log_unreachable
     promise: SetBundle | None = None
     raw_bundle = layer.annotations.get(BUNDLE_ANNOTATION, "")
     if raw_bundle:
@@ -575,7 +674,7 @@ def _log_evidence(
             fetched.log_index,
             fetched.log_id,
         )
-    return _prove(fetched, promise, material, context, run)
+    return _prove(fetched, promise, material, context, run, unreachable=unreachable)
 
 
 def _prove(
@@ -584,10 +683,19 @@ def _prove(
     material: Material,
     context: _Context,
     run: _Run,
+    *,
+    unreachable: bool = False,
 ) -> datetime | None:
     """Checks (1) and (2) on an entry with its proof and/or a SET; returns the integrated time
-    when a SET over it verified."""
+    when a SET over it verified. `unreachable`: the lookup that could have found the entry
+    could not be made, so evidence that is only missing (not wrong) awaits the log."""
     trust, policy, now = context.trust, context.policy, context.now
+    if context.log_lookups_off:
+        nowhere = "rekor lookups are off here, so only evidence the signature carries counts"
+    elif unreachable:
+        nowhere = "the transparency log could not be reached"
+    else:
+        nowhere = ""
     evidence: Evidence
     signed_at: datetime | None = None
     try:
@@ -611,20 +719,27 @@ def _prove(
                 detail += "; signed entry timestamp verified"
         elif promise is not None:
             if not policy.transparency_log.allow_inclusion_promise:
-                raise CheckError(
-                    "found only an inclusion promise (no inclusion proof could be obtained), "
-                    "expected an inclusion proof as the policy requires"
+                run.fail(
+                    "transparency-log",
+                    "found only an inclusion promise (no inclusion proof could be obtained"
+                    f"{': ' + nowhere if nowhere else ''}), expected an inclusion proof as the "
+                    "policy requires",
+                    awaiting_log=unreachable,
                 )
+                return None
             _verify_promise(promise, trust)
             detail = f"signed entry timestamp verified (log index {promise.log_index})"
             evidence, body, uuid = "inclusion-promise", promise.body, None
             signed_at = from_unix(promise.integrated_time)
             entry = None
         else:
-            raise CheckError(
-                "found no transparency log evidence (no rekor bundle and no log entry), "
-                "expected an inclusion proof or promise"
+            run.fail(
+                "transparency-log",
+                "found no transparency log evidence (no rekor bundle and no log entry"
+                f"{': ' + nowhere if nowhere else ''}), expected an inclusion proof or promise",
+                awaiting_log=unreachable,
             )
+            return None
         if signed_at is not None and signed_at > now + CLOCK_SKEW:
             raise CheckError(
                 f"integrated time {rfc3339(signed_at)} is in the future (now {rfc3339(now)})"
@@ -771,12 +886,14 @@ def _verify_bundle(item: BundleSignature, context: _Context) -> SignatureResult:
             details,
             run.evidence,
             statement=run.statement,
+            role=run.role,
         )
 
     # (B1): parse; sigstore-python's `Bundle` refuses bundles without a certificate or a log
     # entry, which take our own steps.
     try:
         model = _bundle_model(item.bundle)
+        run.dsse = model.dsse_envelope is not None
         material = model.verification_material
         keyed, logged = material.public_key is not None, bool(material.tlog_entries)
         # sigstore-python's invariants, on the model read above (defaults filled in).

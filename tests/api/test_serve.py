@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from service.api.auth import AUTH_OFF_WARNING
 from tests.contract import CheckedClient
 from tests.servers import RedisServer, ServiceServer, running
 
@@ -43,6 +44,24 @@ def test_bad_setting_stops_serve_with_the_variable_named(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "SIGVERIFY_WORKERS='many'" in result.stderr
+
+
+def test_serve_starts_beside_the_clients_variables_and_says_it_ignores_them(
+    tmp_path: Path,
+) -> None:
+    """A CI job that starts the service and runs `sigverify verify` has SIGVERIFY_SERVER and
+    SIGVERIFY_TOKEN set: the service starts, ignores them, and says that SIGVERIFY_TOKEN does
+    not protect it (its tokens are SIGVERIFY_API_TOKENS)."""
+    env = {"SIGVERIFY_SERVER": "http://127.0.0.1:1", "SIGVERIFY_TOKEN": "ci-token-0123456789"}
+    server = ServiceServer(tmp_path, env=env)
+    with running(server), CheckedClient(base_url=server.url, timeout=10) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        # Still no auth: SIGVERIFY_TOKEN is the client's.
+        assert AUTH_OFF_WARNING in client.get("/readyz").json()["warnings"]
+    log = server.log_path.read_text()
+    for name in env:
+        assert f"{name} is read by `sigverify verify` (the client), not by the service" in log
+    assert "ci-token-0123456789" not in log
 
 
 def _serve(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:

@@ -196,6 +196,8 @@ def run(
     log_entries: Mapping[LogLookup, LogEntry | None] | None = None,
     *,
     now: datetime,
+    log_unreachable: Sequence[LogLookup] = (),
+    log_lookups_off: bool = False,
 ) -> ImageResult:
     """`verify_image` as the tests call it: a policy mapping (which may name any of the
     `trust` roots), at most one entry per lookup."""
@@ -207,4 +209,6 @@ def run(
         policy=policy_from_mapping(policy, trust_roots=[r.name for r in roots]),
         trust=trust,
         now=now,
+        log_unreachable=log_unreachable,
+        log_lookups_off=log_lookups_off,
     )

@@ -66,6 +66,8 @@ def slsa_policy(version: str, *conditions: dict[str, Any], **requirement: Any) -
     return {
         "certificateIdentity": GENERATOR + version,
         "certificateOidcIssuer": GITHUB_ACTIONS,
+        # The generator's images carry attestations only: count them, as slsa-verifier does.
+        "acceptAttestationsAsSignatures": True,
         "attestations": [
             {
                 "name": "provenance",
@@ -200,10 +202,12 @@ def test_a_tampered_attestation_never_meets_a_requirement(production: TrustRoot)
 
 
 def github_policy(*roots: str, **extra: Any) -> dict[str, Any]:
+    """`gh attestation verify oci://...`: the image's attestation is what is verified."""
     return {
         "certificateIdentity": GITHUB_IMAGE_SIGNER,
         "certificateOidcIssuer": GITHUB_ACTIONS,
         "trustRoots": list(roots),
+        "acceptAttestationsAsSignatures": True,
         **extra,
     }
 
@@ -510,7 +514,11 @@ def test_cosigns_v03_bundle_as_a_custom_attestation(production: TrustRoot) -> No
         "identities": [{"certificateIdentity": "cody@soyland.com"}],
         "conditions": [{"path": "predicate.Data", "equals": '{"foo": "bar"}\n'}],
     }
-    policy = {"certificateIdentityRegexp": ".*", "attestations": [requirement]}
+    policy = {
+        "certificateIdentityRegexp": ".*",
+        "acceptAttestationsAsSignatures": True,
+        "attestations": [requirement],
+    }
     bundle = data.cosign_bundle()
     assert run(production, data.COSIGN_BUNDLE_IMAGE, [bundle], policy).verified
     requirement["conditions"] = [{"path": "predicate.Data", "equals": '{"foo": "baz"}\n'}]

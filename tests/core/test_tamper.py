@@ -596,17 +596,18 @@ def test_rsa_pss_and_ed25519_keys(fake: FakeSigstore) -> None:
 
 def test_attestation_tampering(fake: FakeSigstore) -> None:
     att = dsse_attestation(fake, IMAGE)
-    assert run(fake.trust(), IMAGE, [att], FAKE_POLICY).verified
+    policy = {**FAKE_POLICY, "acceptAttestationsAsSignatures": True}
+    assert run(fake.trust(), IMAGE, [att], policy).verified
     envelope = json.loads(att.payload)
     envelope["signatures"][0]["sig"] = b64(flip(base64.b64decode(envelope["signatures"][0]["sig"])))
     raw = json.dumps(envelope).encode()
     bad = dataclasses.replace(
         att, payload=raw, layer_digest="sha256:" + hashlib.sha256(raw).hexdigest()
     )
-    problems = failed(run(fake.trust(), IMAGE, [bad], FAKE_POLICY))
+    problems = failed(run(fake.trust(), IMAGE, [bad], policy))
     assert set(problems) == {"signature", "log-entry-match"}
     other = dsse_attestation(fake, IMAGE, subject_digest=OTHER_IMAGE)
-    problems = failed(run(fake.trust(), IMAGE, [other], FAKE_POLICY))
+    problems = failed(run(fake.trust(), IMAGE, [other], policy))
     assert problems == {"image-digest": f"in-toto subjects are {OTHER_IMAGE}, expected {IMAGE}"}
 
 

@@ -373,9 +373,18 @@ def test_slsa_verifier_attestations(trust: TrustRoot, version: str, kind: str) -
         "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/"
         f"generator_container_slsa3.yml@refs/tags/{version}"
     )
-    policy = {"certificateIdentity": identity, "certificateOidcIssuer": GITHUB_ACTIONS}
+    policy = {
+        "certificateIdentity": identity,
+        "certificateOidcIssuer": GITHUB_ACTIONS,
+        "acceptAttestationsAsSignatures": True,  # slsa-verifier verifies the attestation
+    }
     result = run(trust, image, atts, policy)
     assert result.verified, result.reasons
+    # As `cosign verify` says of this image: it has attestations, no signatures.
+    plain = {k: v for k, v in policy.items() if k != "acceptAttestationsAsSignatures"}
+    unsigned = run(trust, image, atts, plain)
+    assert not unsigned.verified and unsigned.reasons[0].startswith("no signatures found")
+    assert result.signatures[0].role == "attestation"
     checks = {c.name: c for c in result.signatures[0].checks}
     assert checks["log-entry-match"].detail.startswith(kind)
     details = result.signatures[0].certificate
@@ -397,28 +406,33 @@ def test_slsa_verifier_attestations(trust: TrustRoot, version: str, kind: str) -
 # -- cosign bundle v0.3 (OCI referrer) -------------------------------------------------------
 
 
+ANY_ATTESTER = {"certificateIdentityRegexp": ".*", "acceptAttestationsAsSignatures": True}
+
+
 def test_cosign_bundle_v03(trust: TrustRoot) -> None:
+    """cosign's OCI bundle test data is an attestation (`cosign attest --type custom`)."""
     bundle = cosign_bundle()
-    result = run(trust, COSIGN_BUNDLE_IMAGE, [bundle], {"certificateIdentityRegexp": ".*"})
+    result = run(trust, COSIGN_BUNDLE_IMAGE, [bundle], ANY_ATTESTER)
     assert result.verified, result.reasons
     (sig,) = result.signatures
-    assert sig.kind == "sigstore-bundle"
+    assert sig.kind == "sigstore-bundle" and sig.role == "attestation"
+    plain = run(trust, COSIGN_BUNDLE_IMAGE, [bundle], {"certificateIdentityRegexp": ".*"})
+    assert not plain.verified and plain.reasons[0].startswith("no signatures found")
     assert sig.log_entry is not None and sig.log_entry.evidence == "inclusion-proof"
     assert sig.log_entry.log_index == 175508996
     wrong_subject = run(
-        trust, COSIGN_BUNDLE_IMAGE, [bundle], {"certificateIdentityRegexp": "wrong"}
+        trust, COSIGN_BUNDLE_IMAGE, [bundle], {**ANY_ATTESTER, "certificateIdentityRegexp": "wrong"}
     )
     assert failed_checks(wrong_subject) == {"identity"}
-    other_image = run(trust, "sha256:" + "1" * 64, [bundle], {"certificateIdentityRegexp": ".*"})
+    other_image = run(trust, "sha256:" + "1" * 64, [bundle], ANY_ATTESTER)
     assert failed_checks(other_image) == {"image-digest"}
     assert "expected sha256:" + "1" * 64 in other_image.reasons[0]
 
 
 def test_cosign_bundle_v03_against_cosigns_own_trust_root() -> None:
     trust = TrustRoot.from_json((COSIGN_BUNDLE / "trusted_root_pgi.json").read_bytes())
-    result = run(
-        trust, COSIGN_BUNDLE_IMAGE, [cosign_bundle()], {"certificateIdentity": "cody@soyland.com"}
-    )
+    policy = {"certificateIdentity": "cody@soyland.com", "acceptAttestationsAsSignatures": True}
+    result = run(trust, COSIGN_BUNDLE_IMAGE, [cosign_bundle()], policy)
     assert result.verified, result.reasons
 
 
@@ -482,7 +496,11 @@ def test_real_inclusion_proof_and_checkpoint_from_production_rekor(trust: TrustR
     (lookup,) = needed_log_lookups([layer])
     assert lookup.by == "hash"
     entry = LogEntry.from_rekor_response(response)
-    policy = {"certificateIdentity": "cody@soyland.com", "certificateOidcIssuer": GITHUB_OAUTH}
+    policy = {
+        "certificateIdentity": "cody@soyland.com",
+        "certificateOidcIssuer": GITHUB_OAUTH,
+        "acceptAttestationsAsSignatures": True,
+    }
     result = run(trust, COSIGN_BUNDLE_IMAGE, [layer], policy, {lookup: entry})
     assert result.verified, result.reasons
     (sig,) = result.signatures

@@ -116,6 +116,7 @@ def test_result_to_dict_is_camel_case_json() -> None:
     (sig,) = doc["signatures"]
     assert set(sig) == {
         "kind",
+        "role",
         "source",
         "digest",
         "verified",
@@ -128,6 +129,7 @@ def test_result_to_dict_is_camel_case_json() -> None:
         "reasons",
     }
     assert sig["kind"] == "cosign-signature" and sig["digest"] == signed.layer.layer_digest
+    assert sig["role"] == "signature"
     assert all(set(c) == {"name", "passed", "detail"} for c in sig["checks"])
     cert = sig["certificate"]
     assert cert["issuer"] == "https://token.actions.githubusercontent.com"

@@ -57,7 +57,8 @@ def rendered(case: str) -> Rendered:
 
 def test_there_is_a_ci_values_file_per_optional_feature() -> None:
     features = {"redis-external", "redis-off", "servicemonitor", "webhook", "secrets", "hpa-off",
-                "networkpolicy-off", "digest", "config", "policies", "trust-roots"}  # fmt: skip
+                "networkpolicy-off", "digest", "config", "policies", "trust-roots",
+                "tuf-mirror", "airgapped"}  # fmt: skip
     assert features <= set(CASES)
 
 
@@ -359,6 +360,9 @@ def test_schema_rejects_bad_values(setting: str, path: str) -> None:
         (["admissionWebhook.enabled=true"], "needs admissionWebhook.caBundle"),
         (["config.tuf_url=https://tuf.example", "trustRoot.existingConfigMap=root"],
          "one trust-root source"),
+        (["config.tuf_root_file=/etc/tuf/root.json", "trustRoot.existingConfigMap=root"],
+         "one trust-root source"),
+        (["config.tuf_url=https://tuf.example", "config.tuf_refresh=false"], "TUF is off"),
     ],
 )  # fmt: skip
 def test_contradictory_values_are_refused(sets: list[str], expected: str) -> None:
@@ -607,3 +611,47 @@ def test_extra_trust_roots_are_mounted_and_named() -> None:
     volumes = {v["name"]: v for v in r.server["spec"]["template"]["spec"]["volumes"]}
     assert volumes["trust-root-github"]["configMap"]["name"] == "github-trusted-root"
     assert "SIGVERIFY_TRUST_ROOTS" not in _container_env(rendered("defaults"))
+
+
+def test_the_tuf_egress_rule_follows_the_refresh() -> None:
+    """A rule for the TUF repository when enabled, while the trust root is refreshed only."""
+    mirror = rendered("tuf-mirror")
+    policy = mirror.get("NetworkPolicy", RELEASE)["spec"]
+    assert _allowed(policy, "10.50.0.9", 443)  # the mirror, by a rule of its own
+    mirror_rule = {"ports": [{"port": 443, "protocol": "TCP"}],
+                   "to": [{"ipBlock": {"cidr": "10.50.0.0/24"}}]}  # fmt: skip
+    assert mirror_rule in policy["egress"]
+    assert _container_env(mirror)["SIGVERIFY_TUF_URL"] == "https://tuf-mirror.internal.example"
+    rule = [
+        "networkPolicy.egress.tuf.enabled=true",
+        "networkPolicy.egress.tuf.ipBlocks[0].cidr=10.50.0.0/24",
+    ]
+    assert mirror_rule in helm.template(sets=rule).get("NetworkPolicy", RELEASE)["spec"]["egress"]
+    for sets in (
+        [*rule, "config.tuf_refresh=false"],
+        [*rule, "trustRoot.existingConfigMap=root"],
+        ["networkPolicy.egress.tuf.ipBlocks[0].cidr=10.50.0.0/24"],
+    ):
+        spec = helm.template(sets=sets).get("NetworkPolicy", RELEASE)["spec"]
+        assert mirror_rule not in spec["egress"], sets
+        assert not _allowed(spec, "10.50.0.9", 443), sets
+    # By default no rule of its own: the public-good CDN is a public address on 443, which the
+    # sigstore rule reaches (test_default_egress_reaches_public_443_only). Enabled, one more.
+    default = rendered("defaults").get("NetworkPolicy", RELEASE)["spec"]["egress"]
+    enabled = helm.template(sets=["networkPolicy.egress.tuf.enabled=true"])
+    # The same public 443 as the sigstore rule (third), as a rule of its own after it.
+    expected = [*default[:3], default[2], *default[3:]]
+    assert enabled.get("NetworkPolicy", RELEASE)["spec"]["egress"] == expected
+
+
+def test_the_airgapped_setup_has_no_tuf_and_its_own_root() -> None:
+    r = rendered("airgapped")
+    env = _container_env(r)
+    assert env["SIGVERIFY_TUF_REFRESH"] == "false"
+    assert env["SIGVERIFY_TRUST_ROOT_FILE"] == "/etc/sigverify/trust-root/trusted_root.json"
+    enabled = helm.template(
+        [CHART / "ci" / "airgapped-values.yaml"], sets=["networkPolicy.egress.tuf.enabled=true"]
+    )
+    assert enabled.get("NetworkPolicy", RELEASE) == r.get("NetworkPolicy", RELEASE)
+    assert "refreshed through TUF" not in _notes("airgapped")
+    assert "refreshed through TUF" in _notes("defaults")

@@ -37,6 +37,8 @@ from tests.sigstore_local.signer import RegistrySigner, push_bundle_referrer
 
 IDENTITY = artifacts.DEFAULT_IDENTITY
 POLICY = {"certificateIdentity": IDENTITY, "certificateOidcIssuer": ACTIONS}
+# For images that carry attestations only: count them as signatures (cosign verify-attestation).
+ATTESTED = {**POLICY, "acceptAttestationsAsSignatures": True}
 BUILDER = "https://github.com/acme/builders/.github/workflows/build.yml@refs/tags/v1"
 SLSA_V02 = "https://slsa.dev/provenance/v0.2"
 SPDX = "https://spdx.dev/Document"
@@ -76,6 +78,7 @@ def service(
         f"      certificateIdentity: {GITHUB_IMAGE_SIGNER}\n"
         f"      certificateOidcIssuer: {GITHUB_ACTIONS}\n"
         "      trustRoots: [default, github]\n"
+        "      acceptAttestationsAsSignatures: true\n"
         "      attestations:\n"
         "        - predicateType: slsaprovenance1\n"
         "          conditions:\n"
@@ -145,7 +148,7 @@ def test_several_requirements_from_several_sources(
     required, both found."""
     sbom = {"spdxVersion": "SPDX-2.3", "name": "app", "packages": [{"name": "openssl"}]}
     policy = {
-        **POLICY,
+        **ATTESTED,
         "attestations": [
             PROVENANCE_REQUIREMENT,
             {
@@ -269,9 +272,18 @@ def test_githubs_attestation_verifies_with_githubs_trust_root(
         "certificateIdentity": GITHUB_IMAGE_SIGNER,
         "certificateOidcIssuer": GITHUB_ACTIONS,
         "trustRoots": ["default", "github"],
+        "acceptAttestationsAsSignatures": True,  # as `gh attestation verify oci://...`
     }
     verdict = verify(service, github_image, policy=policy)
     assert verdict["verified"] is True, verdict["reasons"]
+    # It is an attestation, not a signature: `cosign verify` would find no signatures.
+    plain = {k: v for k, v in policy.items() if k != "acceptAttestationsAsSignatures"}
+    unsigned = verify(service, github_image, policy=plain)
+    assert unsigned["verified"] is False
+    assert any(
+        r.startswith("no signatures found: found 1 attestation") for r in unsigned["reasons"]
+    )
+    assert unsigned["signatures"][0]["role"] == "attestation"
     assert verdict["trustRoot"]["names"] == ["default", "github"]
     (sig,) = verdict["signatures"]
     assert sig["trustRoot"] == "github" and sig["logEntry"] is None
@@ -332,7 +344,9 @@ def test_conditions_share_one_budget_per_verification(
     )
     condition = {"path": "predicate.materials[*].uri", "startsWith": "pkg:"}
     requirement = {"name": "big", "predicateType": "slsaprovenance", "conditions": [condition] * 5}
-    verdict = verify(service, image.tag_reference, policy={**POLICY, "attestations": [requirement]})
+    verdict = verify(
+        service, image.tag_reference, policy={**ATTESTED, "attestations": [requirement]}
+    )
     assert verdict["verified"] is False
     held = [c["held"] for c in verdict["attestations"][0]["attestations"][0]["conditions"]]
     # each walk visits about 50,000 nodes of the 200,000 allowed

@@ -73,9 +73,14 @@ def test_rekor_down_a_verified_set_gives_a_degraded_verdict(
     status, problem = post(service, image.reference, STRICT)
     assert status == 502
     assert problem["type"].endswith("/rekor-unavailable")
-    # Nor can a failure be told apart from the outage's doing.
-    status, problem = post(service, image.reference, {**POLICY, "certificateIdentity": "x@y"})
-    assert status == 502
+    # A wrong signer is a failure whatever Rekor says: a signed verdict, not "retry later".
+    status, verdict = post(service, image.reference, {**POLICY, "certificateIdentity": "x@y"})
+    assert status == 200, verdict
+    assert (verdict["verified"], verdict["degraded"]) == (False, True)
+    assert verdict["rekor"]["status"] == "unreachable"
+    # ... even under a policy that wants a proof Rekor cannot give now
+    status, verdict = post(service, image.reference, {**STRICT, "certificateIdentity": "x@y"})
+    assert (status, verdict["verified"]) == (200, False)
     fresh_rekor.fail_with = None
     status, verdict = post(service, image.reference, STRICT)
     assert (status, verdict["verified"], verdict["degraded"]) == (200, True, False)

@@ -20,6 +20,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service.core.verify import COSIGN_SIGN_PREDICATE
 from tests.contract import CheckedClient
 from tests.e2e.conftest import ServiceFactory
 from tests.servers import RedisServer, RegistryServer
@@ -347,25 +348,31 @@ def test_attestation_verifies_and_a_foreign_subject_does_not(
 ) -> None:
     image = registry_signer.image("e2e/attest")
     registry_signer.attest(image)
-    verdict = verify(service, image.reference, POLICY)
+    attested = {**POLICY, "acceptAttestationsAsSignatures": True}
+    verdict = verify(service, image.reference, attested)
     assert verdict["verified"] is True, verdict["reasons"]
     assert [s["kind"] for s in verdict["signatures"]] == ["cosign-attestation"]
+    # as `cosign verify` says: an attestation is not a signature
+    assert verify(service, image.reference, POLICY)["verified"] is False
 
     foreign = registry_signer.image("e2e/attest-foreign")
     registry_signer.attest(foreign, subject_digest=image.digest)
-    refused = verify(service, foreign.reference, POLICY)
+    refused = verify(service, foreign.reference, attested)
     assert refused["verified"] is False
 
 
-@pytest.mark.parametrize("dsse", [False, True], ids=["message-signature", "dsse"])
+@pytest.mark.parametrize("dsse", [False, True], ids=["message-signature", "cosign-v3-dsse"])
 def test_bundle_referrers_verify_offline(
     service: CheckedClient,
     registry_signer: RegistrySigner,
     fresh_rekor: LocalSigstore,
     dsse: bool,
 ) -> None:
+    """cosign v3's image signatures: a message signature, or a DSSE statement of cosign's
+    signing predicate type."""
     image = registry_signer.image(f"e2e/bundle-{int(dsse)}")
-    registry_signer.attach_bundle(image, dsse=dsse)
+    kind: dict[str, Any] = {"predicate_type": COSIGN_SIGN_PREDICATE} if dsse else {}
+    registry_signer.attach_bundle(image, dsse=dsse, **kind)
     fresh_rekor.requests.reset()
     verdict = verify(service, image.reference, POLICY)
     assert verdict["verified"] is True, verdict["reasons"]
@@ -375,7 +382,7 @@ def test_bundle_referrers_verify_offline(
 
     other = registry_signer.image(f"e2e/bundle-{int(dsse)}-wrong")
     wrong: dict[str, Any] = {("subject_digest" if dsse else "signed_digest"): image.digest}
-    registry_signer.attach_bundle(other, dsse=dsse, **wrong)
+    registry_signer.attach_bundle(other, dsse=dsse, **wrong, **kind)
     assert verify(service, other.reference, POLICY)["verified"] is False
 
 
@@ -428,8 +435,9 @@ def test_verdicts_and_rekor_entries_are_cached(
     assert verify(service, image.reference, POLICY)["cached"] is True
     assert log.read_bytes().count(b"response completed") == before
     # A cached manifest is checked again: garbage under its key is refused and refetched.
-    key = f"sigverify:manifest:{registry.host}/{image.repository}@{image.digest}"
-    redis.Redis.from_url(redis_server.url).set(key, b"application/json\n{}")
+    direct = redis.Redis.from_url(redis_server.url)
+    (key,) = direct.scan_iter(f"sigverify:*:manifest:{registry.host}/{image.repository}@*")
+    direct.set(key, b"application/json\n{}")
     assert verify(service, image.reference, POLICY)["image"]["digest"] == image.digest
     assert log.read_bytes().count(b"response completed") > before
     # The cached verdict names the image as this request did.

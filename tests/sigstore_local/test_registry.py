@@ -312,8 +312,13 @@ def test_attestation_in_the_cosign_layout_verifies(
     statement = json.loads(base64.b64decode(envelope["payload"]))
     assert statement["subject"][0]["digest"] == {"sha256": image.digest[7:]}
     assert attached.entry is not None and attached.entry.kind == ("dsse", "0.0.1")
-    result = verify(fresh_rekor, image, reader.cosign_layers(image, "att"), KEYLESS)
+    attestations = reader.cosign_layers(image, "att")
+    result = verify(
+        fresh_rekor, image, attestations, {**KEYLESS, "acceptAttestationsAsSignatures": True}
+    )
     assert result.verified, result.reasons
+    # an attestation is not a signature: `cosign verify` says this image has none
+    assert not verify(fresh_rekor, image, attestations, KEYLESS).verified
 
 
 # -- Sigstore bundles as referrers -----------------------------------------------------------

@@ -28,6 +28,7 @@ from service.tlog import (
     TlogTimeout,
     TlogUnavailable,
 )
+from tests.sealing import SECRET
 from tests.servers import RedisServer, free_port
 from tests.sigstore_local.instance import LocalSigstore
 from tests.sigstore_local.log import RekorEntry, Tampering
@@ -113,7 +114,7 @@ def make_client(
     made: list[RekorClient] = []
 
     def make(**options: Any) -> RekorClient:
-        options.setdefault("cache", RedisCache(redis_server.url, prefix=prefix))
+        options.setdefault("cache", RedisCache(redis_server.url, secret=SECRET, prefix=prefix))
         options.setdefault("sleep", lambda _s: None)
         client = RekorClient(fresh_rekor.url, trust_env=False, **options)
         made.append(client)
@@ -503,7 +504,8 @@ def test_lookups_work_uncached_when_redis_is_down(
     digest = new_digest()
     entry = fresh_rekor.signer.message_bundle(digest).entry
     trust = fresh_rekor.trust()
-    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)  # nothing listens
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens
+    cache = RedisCache(nowhere, secret=SECRET, timeout=0.2)
     client = make_client(cache=cache)
     fresh_rekor.requests.reset()
 

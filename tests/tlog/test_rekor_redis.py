@@ -15,6 +15,7 @@ import redis
 
 from service.cache import RedisCache
 from service.tlog import RekorClient
+from tests.sealing import SECRET, seal, unseal
 from tests.servers import RedisServer, running
 from tests.tlog.helpers import ScriptedLog, make_entry
 
@@ -41,25 +42,23 @@ def test_entry_cached_in_redis_under_both_keys_with_long_ttl(
     redis_server: RedisServer, rekor: ScriptedLog
 ) -> None:
     base = unique_base()
-    client = make_client(base, RedisCache(redis_server.url), rekor)
+    client = make_client(base, RedisCache(redis_server.url, secret=SECRET), rekor)
     uuid, document = rekor.entries[1]
     assert client.entry_by_log_index(1) == document
     origin = client.origin
     direct = redis.Redis.from_url(redis_server.url)
     for key in (f"rekor:idx:{origin}:1", f"rekor:uuid:{origin}:{uuid}"):
-        raw = direct.get(PREFIX + key)
-        assert isinstance(raw, bytes)
-        assert json.loads(raw) == document
+        assert json.loads(unseal(key, direct.get(PREFIX + key))) == document
         assert direct.pttl(PREFIX + key) > 29 * 24 * 3600 * 1000
     # a second worker (another client, same Redis) asks the log nothing
-    other = make_client(base, RedisCache(redis_server.url), rekor)
+    other = make_client(base, RedisCache(redis_server.url, secret=SECRET), rekor)
     assert other.entry_by_uuid(uuid) == document
     assert other.entry_by_log_index(1) == document
     assert len(rekor.requests) == 1
 
 
 def test_not_found_cached_briefly_in_redis(redis_server: RedisServer, rekor: ScriptedLog) -> None:
-    client = make_client(unique_base(), RedisCache(redis_server.url), rekor)
+    client = make_client(unique_base(), RedisCache(redis_server.url, secret=SECRET), rekor)
     assert client.entry_by_log_index(42) is None
     assert client.entry_by_log_index(42) is None
     assert len(rekor.requests) == 1
@@ -70,22 +69,28 @@ def test_not_found_cached_briefly_in_redis(redis_server: RedisServer, rekor: Scr
 def test_tampered_redis_value_is_rejected_and_refetched(
     redis_server: RedisServer, rekor: ScriptedLog
 ) -> None:
-    client = make_client(unique_base(), RedisCache(redis_server.url), rekor)
+    """The wrong entry under index 2, stored by a Redis writer (unsealed: the cache refuses it)
+    and by a pod holding the secret (sealed: the client's own check refuses it)."""
+    cache = RedisCache(redis_server.url, secret=SECRET)
+    client = make_client(unique_base(), cache, rekor)
     direct = redis.Redis.from_url(redis_server.url)
-    key = f"{PREFIX}rekor:idx:{client.origin}:2"
-    direct.set(key, json.dumps(rekor.entries[3][1]))  # the wrong entry under index 2
+    name = f"rekor:idx:{client.origin}:2"
+    wrong = json.dumps(rekor.entries[3][1]).encode()
+    direct.set(PREFIX + name, wrong)
+    assert client.entry_by_log_index(2) == rekor.entries[2][1]
+    assert cache.stats.rejected == 1
+    assert len(rekor.requests) == 1
+    direct.set(PREFIX + name, seal(name, wrong))
     assert client.entry_by_log_index(2) == rekor.entries[2][1]
     assert client.stats.snapshot()["rejected"] == 1
-    assert len(rekor.requests) == 1
-    raw = direct.get(key)
-    assert isinstance(raw, bytes)
-    assert json.loads(raw) == rekor.entries[2][1]
+    assert len(rekor.requests) == 2
+    assert json.loads(unseal(name, direct.get(PREFIX + name))) == rekor.entries[2][1]
 
 
 def test_redis_stopped_mid_run_lookups_still_answered(tmp_path: Path, rekor: ScriptedLog) -> None:
     server = RedisServer(tmp_path / "redis")
     with running(server):
-        cache = RedisCache(server.url, timeout=0.2)
+        cache = RedisCache(server.url, secret=SECRET, timeout=0.2)
         client = make_client(unique_base(), cache, rekor)
         assert client.entry_by_log_index(0) == rekor.entries[0][1]
         assert client.entry_by_log_index(0) == rekor.entries[0][1]

@@ -123,8 +123,13 @@ Refuse contradictory values early, with the value named.
 {{- if and .Values.redis.external.url .Values.redis.external.existingSecret }}
 {{- fail "redis.external: set url or existingSecret, not both" }}
 {{- end }}
-{{- if and .Values.config.tuf_url .Values.trustRoot.existingConfigMap }}
-{{- fail "config.tuf_url and trustRoot.existingConfigMap: set one trust-root source, not both" }}
+{{- range $name := list "tuf_url" "tuf_root_file" }}
+{{- if and (index $.Values.config $name) $.Values.trustRoot.existingConfigMap }}
+{{- fail (printf "config.%s and trustRoot.existingConfigMap: set one trust-root source, not both" $name) }}
+{{- end }}
+{{- if and (index $.Values.config $name) (eq (toString (index $.Values.config "tuf_refresh")) "false") }}
+{{- fail (printf "config.%s is set but config.tuf_refresh is false: TUF is off" $name) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.admissionWebhook.enabled (not .Values.admissionWebhook.caBundle) (not (hasKey .Values.admissionWebhook.annotations "cert-manager.io/inject-ca-from")) }}
 {{- fail "admissionWebhook.enabled needs admissionWebhook.caBundle (or a cert-manager.io/inject-ca-from annotation): the API server only calls webhooks over TLS" }}
@@ -197,6 +202,16 @@ extraEnv. Empty when there are none.
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+"true" while the default trust root is refreshed through TUF: no fixed root from a ConfigMap,
+and config.tuf_refresh not false (the service's default is on). The TUF egress rule follows it.
+*/}}
+{{- define "sigverify.tufRefresh" -}}
+{{- if and (not .Values.trustRoot.existingConfigMap) (ne (toString (index .Values.config "tuf_refresh")) "false") -}}
+true
+{{- end -}}
 {{- end }}
 
 {{/*
