@@ -13,6 +13,7 @@ from service.api import (
     admission,
     badge,
     batch,
+    body,
     bundle,
     docs,
     errors,
@@ -28,7 +29,7 @@ from service.config import PREFIX, Settings, SettingsError
 from service.core import CoreError, TrustRoot
 from service.keys import load_retired_keys, load_signing_key, published_keys
 from service.policies import PolicyFileError, PolicyStore
-from service.registry import RegistryClient, RegistryConfig
+from service.registry import RegistryClient, RegistryConfig, RegistryError
 from service.state import Services, services
 from service.telemetry import Telemetry, TrustRootReading, metrics_dir
 from service.tlog import CircuitBreaker, RekorClient
@@ -60,7 +61,10 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
     cache = make_cache(
         settings.redis_url, secret=signing_key.cache_secret, namespace=signing_key.key_id[:16]
     )
-    registry = RegistryClient(RegistryConfig.from_settings(settings))
+    try:
+        registry = RegistryClient(RegistryConfig.from_settings(settings))
+    except RegistryError as exc:  # a docker config.json it cannot read
+        raise SettingsError(f"{PREFIX}DOCKER_CONFIG: {exc}") from None
     rekor = _rekor_client(settings, trust.current(), cache)
     telemetry = Telemetry(multiprocess_dir=metrics_dir())
     cache.stats.observers.append(telemetry.cache_event)
@@ -167,16 +171,14 @@ def _rekor_client(settings: Settings, trust: TrustRoot, cache: Cache) -> RekorCl
 
 
 class _BoundedJSON(DefaultJSONProvider):
-    """Flask's JSON, except that a request body nested too deeply for the parser is invalid
-    JSON (a 400) rather than a RecursionError (a 500)."""
+    """Flask's JSON, except that request bodies are read as I-JSON (`service.api.body`): one
+    nested too deeply for the parser, or with NaN, lone surrogates or a member named twice, is
+    invalid JSON (a 400) rather than a 500 somewhere later."""
 
     sort_keys = False
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+        return body.loads(s)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

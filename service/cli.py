@@ -74,9 +74,18 @@ def _keygen(args: argparse.Namespace) -> int:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        if isinstance(exc, FileNotFoundError) and not out.parent.is_dir():
+            why = f"the directory {str(out.parent)!r} does not exist"
+        print(f"sigverify: cannot create {str(out)!r}: {why}", file=sys.stderr)
+        return 2
     print(f"wrote {out} (key id {key_id(key.public_key())})")
     return 0
 

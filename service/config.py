@@ -7,12 +7,14 @@ the variable. The README's settings table is checked against `SETTINGS` by a tes
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 PREFIX = "SIGVERIFY_"
 # Read by `sigverify verify` (the client), never by the service. A CI job that starts the service
@@ -106,7 +108,187 @@ def _bind(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("must be HOST:PORT")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if ":" in host and not bracketed:
+        raise ValueError("must be HOST:PORT, an IPv6 address in brackets ([::]:8080)")
+    try:
+        _check_host(host[1:-1] if bracketed else host)
+    except ValueError as exc:
+        raise ValueError(f"must be HOST:PORT: host {host!r:.80}: {exc}") from None
     return value
+
+
+_LABEL = r"(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])"
+_HOST_NAME = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\.?", re.ASCII | re.IGNORECASE)
+_NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+", re.ASCII)
+
+
+def _check_host(host: str, *, wildcard: bool = False) -> None:
+    """A domain name, an IPv4 address in dotted-decimal form, or an IPv6 address (no brackets).
+
+    An all-numeric host spelt otherwise (`127.1`, `0177.0.0.1`) names different addresses to
+    different parsers; the registry client refuses such hosts, so a setting naming one could
+    never match (see `service.registry.guard`)."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("not an IPv6 address") from None
+        return
+    bare = host.rstrip(".")
+    if bare and all(_NUMERIC_LABEL.fullmatch(label) for label in bare.split(".")):
+        try:
+            ipaddress.IPv4Address(bare)
+        except ValueError:
+            raise ValueError(
+                "a numeric host must be an IPv4 address written a.b.c.d in decimal without "
+                "leading zeros"
+            ) from None
+        return
+    if (
+        not _HOST_NAME.fullmatch(host)
+        or (host.startswith("*.") and not wildcard)
+        or any(len(label) > 63 for label in bare.split("."))
+    ):
+        raise ValueError("not a host name")
+
+
+def _check_port(port: str) -> None:
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port {port!r} must be 1-65535")
+
+
+def _registry(item: str) -> str:
+    """One `host[:port]` registry pattern (`*.example.com`, `[::1]:5000` too)."""
+    if "://" in item:
+        raise ValueError(
+            "found a URL scheme, expected host[:port] (an insecure registry is reached over "
+            "http://, any other over https://)"
+        )
+    if "/" in item or "@" in item or any(c.isspace() for c in item):
+        raise ValueError("expected host[:port], without a path or user")
+    if item.startswith("["):
+        host, bracket, rest = item[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("expected [IPv6] or [IPv6]:port")
+        if rest:
+            _check_port(rest[1:])
+        if ":" not in host:
+            raise ValueError("brackets hold an IPv6 address")
+    elif item.count(":") > 1:
+        host = item  # an IPv6 address without brackets, so without a port
+    else:
+        host, sep, port = item.partition(":")
+        if sep:
+            _check_port(port)
+    try:
+        _check_host(host, wildcard=True)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, expected host[:port]") from None
+    return item
+
+
+def _registries(value: str) -> tuple[str, ...]:
+    """`host[:port]` patterns, comma-separated."""
+    items = _list(value)
+    for n, item in enumerate(items, start=1):
+        try:
+            _registry(item)
+        except ValueError as exc:
+            raise ValueError(f"item {n} ({item!r:.80}): {exc}") from None
+    return items
+
+
+def check_url(value: str, what: str = "URL") -> str:
+    """`value` if it is `http(s)://host[:port][/path]`, else ValueError saying why. Shared
+    with the OpenTelemetry variables (`service.telemetry`)."""
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as exc:
+        raise ValueError(f"not a {what}: {exc}") from None
+    if url.scheme not in {"http", "https"} or not url.hostname:
+        raise ValueError(f"expected an http(s)://host[:port][/path] {what}")
+    if url.username is not None or url.query or url.fragment:
+        raise ValueError(
+            f"expected an http(s)://host[:port][/path] {what}, without user, query or #"
+        )
+    try:
+        _check_host(url.hostname)
+    except ValueError as exc:
+        raise ValueError(f"host {url.hostname!r:.80}: {exc}") from None
+    if port == 0:
+        raise ValueError("port 0 must be 1-65535")
+    return value
+
+
+def _opt_url(value: str) -> str | None:
+    return check_url(value) if value else None
+
+
+_REDIS_OPTIONS: Mapping[str, Callable[[str], object]] = {
+    "db": int,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "socket_keepalive": _bool,
+    "retry_on_timeout": _bool,
+    "max_connections": int,
+    "health_check_interval": int,
+    "timeout": float,
+    "protocol": int,
+    "ssl_check_hostname": _bool,
+    "ssl_cert_reqs": str,
+    "ssl_ca_certs": str,
+    "client_name": str,
+}
+
+
+def _redis_url(value: str) -> str | None:
+    """A URL redis-py's `from_url` reads: redis://[user:password@]host[:port][/db],
+    rediss://... (TLS) or unix:///path/to/socket, with its known `?option=value`s."""
+    if not value:
+        return None
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as exc:
+        raise ValueError(f"not a Redis URL: {exc}") from None
+    if url.scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError(
+            "expected a redis://host[:port][/db], rediss://... or unix:///path/to/socket URL"
+        )
+    if url.scheme == "unix":
+        if not url.path:
+            raise ValueError("unix:// needs the socket's path (unix:///path/to/redis.sock)")
+    else:
+        if not url.hostname:
+            raise ValueError(f"expected {url.scheme}://host[:port][/db], found no host")
+        if port == 0:
+            raise ValueError("port 0 must be 1-65535")
+        db = url.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"the path names the database number, found {db!r:.40}")
+    for name, values in parse_qs(url.query, keep_blank_values=True).items():
+        parse = _REDIS_OPTIONS.get(name)
+        if parse is None:
+            raise ValueError(f"unknown option {name!r:.40}, expected " + ", ".join(_REDIS_OPTIONS))
+        try:
+            parse(values[0])
+        except ValueError:
+            raise ValueError(f"option {name}={values[0]!r:.40} is not a valid value") from None
+    return value
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 1123 DNS label
+
+
+def _namespaces(value: str) -> tuple[str, ...]:
+    """Kubernetes namespace names, comma-separated: a misspelt one would exempt nothing."""
+    items = _list(value)
+    for n, item in enumerate(items, start=1):
+        if not _NAMESPACE.fullmatch(item):
+            raise ValueError(f"item {n} ({item!r:.80}): expected a namespace name (a DNS label)")
+    return items
 
 
 def _log_format(value: str) -> str:
@@ -185,8 +367,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "redis_url",
         "",
-        _opt_str,
-        "Redis URL for the shared cache; empty means an in-process cache.",
+        _redis_url,
+        "Redis URL for the shared cache (redis://host[:port][/db], rediss://..., "
+        "unix:///path); empty means an in-process cache.",
     ),
     Setting(
         "signing_key_file",
@@ -218,7 +401,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "tuf_url",
         "",
-        _opt_str,
+        _opt_url,
         "TUF repository the default trust root is refreshed from, e.g. a mirror; empty: the "
         "public-good one, https://tuf-repo-cdn.sigstore.dev.",
     ),
@@ -254,7 +437,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "rekor_url",
         "",
-        _opt_str,
+        _opt_url,
         "Rekor to look log entries up in; empty means the first Rekor v1 log in the trust root.",
     ),
     Setting(
@@ -287,19 +470,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "insecure_registries",
         "",
-        _list,
-        "Registries (host[:port], comma-separated) reached over plain HTTP.",
+        _registries,
+        "Registries (host[:port], comma-separated, no scheme) reached over plain HTTP.",
     ),
     Setting(
         "registry_allow",
         "",
-        _list,
+        _registries,
         "If set, only these registries (host[:port] patterns, comma-separated) may be contacted.",
     ),
     Setting(
         "registry_deny",
         "",
-        _list,
+        _registries,
         "Registries (host[:port] patterns, comma-separated) that are never contacted.",
     ),
     Setting(
@@ -367,7 +550,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "admission_exempt_namespaces",
         "kube-system",
-        _list,
+        _namespaces,
         "Namespaces (comma-separated) admitted without verification; the policy file's "
         "admission.exempt, when present, replaces this list.",
     ),
@@ -426,6 +609,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a verdict stays cached (0 disables verdict caching).",
     ),
 )
+
+
+def _without_password(url: str) -> str:
+    """A URL as an error may show it: its password, if any, replaced by `***`."""
+    head, at, tail = url.rpartition("@")
+    scheme, sep, userinfo = head.partition("://")
+    if not at or not sep or ":" not in userinfo:
+        return repr(url)
+    return repr(f"{scheme}://{userinfo.partition(':')[0]}:***@{tail}")
+
+
+# How an error shows a setting's value, where the value may hold a secret.
+_SHOWN: Mapping[str, Callable[[str], str]] = {
+    "redis_url": _without_password,
+    "api_tokens": lambda _raw: "<not shown>",
+}
 
 
 @dataclass(frozen=True)
@@ -499,7 +698,8 @@ class Settings:
             try:
                 values[setting.name] = setting.parse(raw.strip())
             except ValueError as exc:
-                raise SettingsError(f"{setting.env}={raw!r}: {exc}") from None
+                shown = _SHOWN.get(setting.name, repr)(raw)
+                raise SettingsError(f"{setting.env}={shown}: {exc}") from None
         settings = cls(**values)
         settings.check()
         return settings

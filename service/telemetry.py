@@ -75,7 +75,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import multiprocess, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from service.config import SettingsError
+from service.config import SettingsError, check_url
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,119 @@ def _choose(environ: Mapping[str, str], signal: str) -> tuple[str, ...]:
     return ("otlp",) if endpoint else ()
 
 
+def _positive_int(value: str) -> object:
+    if not value.strip().isdigit() or int(value) <= 0:
+        raise ValueError("must be a positive integer")
+    return int(value)
+
+
+def _non_negative_int(value: str) -> object:
+    if not value.strip().isdigit():
+        raise ValueError("must be a non-negative integer")
+    return int(value)
+
+
+def _positive_number(value: str) -> object:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _pairs(value: str) -> object:
+    """`key=value` items, comma-separated (headers, resource attributes); values URL-encoded."""
+    for n, item in enumerate(value.split(","), start=1):
+        key, sep, _ = item.partition("=")
+        if item.strip() and (not sep or not key.strip()):
+            raise ValueError(f"item {n} is not key=value")  # the value may be a secret
+    return value
+
+
+def _file(value: str) -> object:
+    if not os.path.isfile(value):
+        raise ValueError("no such file")
+    return value
+
+
+def _one_of(*choices: str) -> Callable[[str], object]:
+    def parse(value: str) -> object:
+        if value.strip().lower() not in choices:
+            raise ValueError("must be " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+_SAMPLERS = ("always_on", "always_off", "parentbased_always_on", "parentbased_always_off")
+
+
+def _ratio(value: str) -> object:
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return rate
+
+
+def _otel_checks() -> dict[str, Callable[[str], object]]:
+    """The `OTEL_*` variables the SDK reads here, each with what makes its value usable. The
+    SDK itself logs and ignores most bad values, or raises inside a worker (batch sizes), which
+    gunicorn then restarts for ever: `sigverify serve` checks them before it forks."""
+    checks: dict[str, Callable[[str], object]] = {
+        "OTEL_TRACES_SAMPLER": _one_of(*_SAMPLERS, *_RATIO_SAMPLERS),
+        "OTEL_TRACES_SAMPLER_ARG": _ratio,
+        "OTEL_RESOURCE_ATTRIBUTES": _pairs,
+        "OTEL_BSP_SCHEDULE_DELAY": _positive_int,
+        "OTEL_BSP_EXPORT_TIMEOUT": _non_negative_int,
+        "OTEL_BSP_MAX_QUEUE_SIZE": _positive_int,
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": _positive_int,
+        "OTEL_METRIC_EXPORT_INTERVAL": _positive_number,
+        "OTEL_METRIC_EXPORT_TIMEOUT": _positive_number,
+    }
+    for signal in ("", "TRACES_", "METRICS_"):
+        prefix = f"OTEL_EXPORTER_OTLP_{signal}"
+        checks[prefix + "ENDPOINT"] = lambda v: check_url(v, "OTLP endpoint")
+        checks[prefix + "HEADERS"] = _pairs
+        checks[prefix + "TIMEOUT"] = _positive_number
+        checks[prefix + "COMPRESSION"] = _one_of("gzip", "deflate", "none")
+        checks[prefix + "CERTIFICATE"] = _file
+        checks[prefix + "CLIENT_KEY"] = _file
+        checks[prefix + "CLIENT_CERTIFICATE"] = _file
+    return checks
+
+
+def check_otel_environment(env: Mapping[str, str]) -> None:
+    """SettingsError, naming the variable, for an `OTEL_*` value the SDK could not use."""
+    for name, parse in _otel_checks().items():
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            parse(value)
+        except ValueError as exc:
+            shown = name if name.endswith("HEADERS") else f"{name}={value!r}"  # may hold tokens
+            raise SettingsError(f"{shown}: {exc}") from None
+    queue = env.get("OTEL_BSP_MAX_QUEUE_SIZE", "").strip() or "2048"
+    batch = env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip() or "512"
+    if int(batch) > int(queue):
+        raise SettingsError(
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch!r}: must not be above "
+            f"OTEL_BSP_MAX_QUEUE_SIZE ({queue})"
+        )
+
+
 def exporters_from_env(environ: Mapping[str, str] | None = None) -> Exporters:
     """The exporters `environ` (default: the process's) asks for; SettingsError when unusable."""
     env = os.environ if environ is None else environ
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Exporters(sdk_disabled=True)
+    check_otel_environment(env)
     for name in (
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",

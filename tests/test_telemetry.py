@@ -61,6 +61,59 @@ def test_unusable_otel_settings_are_refused(env: dict[str, str], named: str) -> 
         exporters_from_env(env)
 
 
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        # Each of these was accepted: the SDK logged and ignored it, or exported nowhere ...
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "expected an http(s)://host"),
+        ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "grpc://collector"}, "expected an http(s)"),
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "must be always_on"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "half"}, "from 0 to 1"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "1m"}, "positive number"),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "-1"}, "positive number"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "gzip, deflate, none"),
+        ({"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"}, "no such file"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team"}, "not key=value"),
+        # ... or raised inside every gunicorn worker, which gunicorn restarted for ever.
+        ({"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "positive integer"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, "positive integer"),
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}, "not be above OTEL_BSP_MAX_QUEUE_SIZE"),
+    ],
+)
+def test_unusable_otel_values_are_one_line_errors(env: dict[str, str], why: str) -> None:
+    ((name, _value),) = env.items()
+    with pytest.raises(SettingsError) as refused:
+        exporters_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT, **env})
+    assert str(refused.value).startswith(name) and why in str(refused.value)
+    assert "\n" not in str(refused.value)
+    # What the SDK reads the same way stays accepted, and nothing is checked when it is off.
+    exporters_from_env({"OTEL_SDK_DISABLED": "true", **env})
+
+
+def test_usable_otel_values_stay_accepted() -> None:
+    exporters_from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example.com:4318/otlp",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Basic%20dXNlcg==,x-team=platform",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=platform",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.25",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "4096",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1024",
+            "OTEL_METRIC_EXPORT_INTERVAL": "15000",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+        }
+    )
+
+
+def test_otlp_headers_stay_out_of_errors() -> None:
+    """Headers carry collector tokens: a bad one is named by position, never shown."""
+    with pytest.raises(SettingsError) as refused:
+        exporters_from_env({"OTEL_EXPORTER_OTLP_HEADERS": "x-token=ok,Bearer s3cret-token"})
+    assert "item 2" in str(refused.value) and "s3cret" not in str(refused.value)
+
+
 def test_serve_refuses_an_unusable_otel_setting_before_starting(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGVERIFY_", "OTEL_"))}
     env.update({"SIGVERIFY_DATA_DIR": str(tmp_path), "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})

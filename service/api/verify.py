@@ -10,6 +10,7 @@ from marshmallow import Schema, ValidationError
 
 from service import core
 from service.api.auth import current_tenant
+from service.api.body import InvalidJSON, loads
 from service.api.errors import ApiProblem
 from service.api.ratelimit import charge
 from service.api.schemas import VerifyRequestSchema
@@ -25,12 +26,13 @@ def load_body(schema: Schema) -> dict[str, Any]:
     """The request's JSON body, validated by `schema`; a 400 problem naming each bad field."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiProblem(
-            400,
-            "Bad Request",
-            "the request body must be a JSON object (Content-Type: application/json)",
-            kind="invalid-request",
-        )
+        detail = "the request body must be a JSON object (Content-Type: application/json)"
+        extra: dict[str, Any] = {}
+        invalid = _why_not_json() if body is None else None
+        if invalid is not None:
+            detail += f"; it is not I-JSON: {invalid}"
+            extra["errors"] = {invalid.field or "body": [invalid.reason]}
+        raise ApiProblem(400, "Bad Request", detail, kind="invalid-request", **extra)
     try:
         loaded = schema.load(body)
     except ValidationError as exc:
@@ -43,6 +45,17 @@ def load_body(schema: Schema) -> dict[str, Any]:
         ) from None
     assert isinstance(loaded, dict)
     return loaded
+
+
+def _why_not_json() -> InvalidJSON | None:
+    """Why a JSON request's body did not parse (Flask's `get_json` keeps it to itself)."""
+    if not request.is_json:
+        return None
+    try:
+        loads(request.get_data(cache=True))
+    except InvalidJSON as exc:
+        return exc
+    return None
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

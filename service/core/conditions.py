@@ -30,6 +30,7 @@ when nothing is selected).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -239,8 +240,30 @@ def select(document: Any, steps: Sequence[Step], budget: Budget | None = None) -
     return current
 
 
+MAX_SAFE_INTEGER = 2**53 - 1  # beyond it, JSON numbers are not exact (I-JSON, RFC 7493)
+
+
 def _scalar(value: object) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
+
+
+def _check_number(value: object, where: str) -> None:
+    """A number to compare with must be one every JSON reader reads the same: finite, and
+    within ±(2^53 - 1), where doubles are exact. `NaN` equals nothing (not even itself), and
+    `9007199254740993` reads as `9007199254740992` in JavaScript and Go's float64: such a
+    condition would hold or not depending on who parsed the statement."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PolicyError(
+            f"found {value}, expected a finite number (JSON has no NaN or Infinity)", field=where
+        )
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise PolicyError(
+            f"found {value!r:.40}, expected a number from -{MAX_SAFE_INTEGER} to "
+            f"{MAX_SAFE_INTEGER} (2^53 - 1, where JSON numbers are exact)",
+            field=where,
+        )
 
 
 def _check_placeholders(value: object, where: str) -> None:
@@ -287,12 +310,14 @@ def condition_from_mapping(raw: object, where: str, max_regexp_length: int) -> C
         ):
             raise PolicyError("expected a list of 1 to 64 JSON scalars", field=at)
         for i, item in enumerate(value):
+            _check_number(item, f"{at}[{i}]")
             _check_placeholders(item, f"{at}[{i}]")
     elif operator == "equals":
         if not _scalar(value):
             raise PolicyError(
                 "found no JSON scalar, expected a string, number, boolean or null", field=at
             )
+        _check_number(value, at)
         _check_placeholders(value, at)
     else:
         if not isinstance(value, str) or not value:

@@ -58,6 +58,7 @@ _ATTESTATION_FIELDS = frozenset({"name", "predicateType", "identities", "keys", 
 MAX_ATTESTATIONS = 10
 MAX_CONDITIONS = 32
 MAX_TRUST_ROOTS = 10
+MAX_THRESHOLD = 20
 # cosign's `--type` shorthands (cosign verify-attestation) for the common predicate types.
 PREDICATE_TYPES: Mapping[str, str] = {
     "slsaprovenance": "https://slsa.dev/provenance/v0.2",
@@ -197,6 +198,7 @@ def policy_from_mapping(
     choose from."""
     if not isinstance(d, Mapping):
         raise PolicyError(f"found {type(d).__name__}, expected an object")
+    _check_text(d)
     unknown = sorted(
         k for k in d if k not in _POLICY_FIELDS and k not in _IDENTITY_FIELDS and k != "extensions"
     )
@@ -214,8 +216,15 @@ def policy_from_mapping(
             "(an empty policy would accept any signature)"
         )
     threshold = d.get("threshold", 1)
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-        raise PolicyError(f"found {threshold!r:.20}, expected an integer >= 1", field="threshold")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int)
+        or not 1 <= threshold <= MAX_THRESHOLD
+    ):
+        raise PolicyError(
+            f"found {threshold!r:.20}, expected an integer from 1 to {MAX_THRESHOLD}",
+            field="threshold",
+        )
     tlog = _tlog(d.get("transparencyLog", {}))
     attestations = _attestations(d.get("attestations", []), max_regexp_length)
     roots = _trust_roots(d.get("trustRoots", [DEFAULT_TRUST_ROOT]), trust_roots)
@@ -250,6 +259,37 @@ def policy_from_mapping(
         trust_roots=roots,
         accept_attestations_as_signatures=accept_attestations,
     )
+
+
+def _check_text(policy: Mapping[Any, Any]) -> None:
+    """Every key in the policy is text, and all its text is Unicode that UTF-8 can carry.
+
+    JSON can spell a lone surrogate (`"\\ud800"`); no certificate or statement holds one, and
+    the policy's digest (RFC 8785 hashes UTF-8) could not be computed. A policy file's YAML can
+    have keys that are numbers. Both are refused naming the field, before anything else."""
+    stack: list[tuple[object, str]] = [(policy, "")]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, str):
+            if not _is_unicode(node):
+                raise PolicyError("found a lone surrogate, expected Unicode text", field=at or None)
+        elif isinstance(node, Mapping):
+            children: list[tuple[object, str]] = []
+            for key, value in node.items():
+                if not isinstance(key, str) or not _is_unicode(key):
+                    raise PolicyError(f"found the key {key!r:.40}, expected text", field=at or None)
+                children.append((value, f"{at}.{key}" if at else key))
+            stack.extend(reversed(children))
+        elif isinstance(node, list | tuple):
+            stack.extend(reversed([(v, f"{at}[{i}]") for i, v in enumerate(node)]))
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _identities(raw: object, prefix: str, max_length: int) -> list[Identity]:

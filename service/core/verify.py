@@ -54,6 +54,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from cryptography import x509
 from sigstore.errors import Error as SigstoreError
@@ -115,6 +116,7 @@ COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 """The predicate type of an image signature made by cosign v3 (a DSSE bundle referrer)."""
 CLOCK_SKEW = timedelta(minutes=5)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_T = TypeVar("_T")
 
 
 def verify_image(
@@ -894,7 +896,8 @@ def _verify_bundle(item: BundleSignature, context: _Context) -> SignatureResult:
         run.dsse = model.dsse_envelope is not None
         material = model.verification_material
         keyed, logged = material.public_key is not None, bool(material.tlog_entries)
-        bundle = Bundle.from_json(item.bundle) if logged and not keyed else None
+        # sigstore-python's invariants, on the model read above (defaults filled in).
+        bundle = Bundle(model) if logged and not keyed else None
     except (SigstoreError, ValueError) as exc:
         run.fail("bundle", f"not a usable sigstore bundle: {exc}")
         return result()
@@ -1091,22 +1094,100 @@ def _check_bundle_subject(
 
 
 def _bundle_model(raw: bytes) -> BundleModel:
-    """The protobuf-specs model of a bundle. A bundle with no log entry at all (an instance
-    without a transparency log, such as GitHub's private one) lacks `tlogEntries`, which the
-    model requires: it is read as an empty list."""
+    """The protobuf-specs model of a bundle, read as protobuf's JSON mapping reads it.
+
+    Protobuf JSON leaves out a field that holds its default (proto3 implicit presence), and
+    writes an int64 as a string or a number; sigstore_models requires the fields and the
+    strings. So a bundle sigstore-js or protojson wrote for the first entry of a log has no
+    `logIndex` and no inclusion proof `hashes`, and one from an instance without a log (GitHub's
+    private one) no `tlogEntries`. The defaults the specs allow are filled in here
+    (`_protobuf_defaults`); a field whose default is no valid value (`treeSize`, `rootHash`,
+    `kindVersion`, `canonicalizedBody`, a certificate's bytes ...) is still refused as missing.
+    """
     try:
         return BundleModel.from_json(raw)
     except ValueError:
-        try:
-            doc = load_json(raw, "bundle")
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-        material = doc.get("verificationMaterial") if isinstance(doc, dict) else None
-        if not isinstance(material, dict) or "tlogEntries" in material:
-            raise
-        return BundleModel.from_json(
-            json.dumps({**doc, "verificationMaterial": {**material, "tlogEntries": []}})
-        )
+        pass
+    try:
+        doc = load_json(raw, "bundle")
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    return BundleModel.from_json(json.dumps(_protobuf_defaults(doc)))
+
+
+def _protobuf_defaults(doc: object) -> object:
+    """`doc` with the proto3 defaults of these fields where they are absent or null (as
+    protobuf JSON reads a null), and their int64s as strings; anything else as it was:
+
+    - `verificationMaterial.tlogEntries` (repeated): `[]`, a bundle without log evidence;
+    - `tlogEntries[].logIndex` (int64): `"0"`, the first entry of a log;
+    - `tlogEntries[].inclusionProof.logIndex` (int64): `"0"`, and `.hashes` (repeated): `[]`,
+      the proof of the first entry in a tree of size 1;
+    - `verificationMaterial.publicKey.hint` (string): `""`, a key without a hint;
+    - `timestampVerificationData.rfc3161Timestamps` (repeated): `[]` (the model defaults it).
+
+    `integratedTime` may be absent already (Rekor v2: 0), and is only made a string here; the
+    proof's `treeSize` too. Both field spellings count (`logIndex` and `log_index`, as protobuf
+    JSON parsers accept), so a default never shadows a value given under the other name.
+    """
+    if not isinstance(doc, dict):
+        return doc
+    out = dict(doc)
+    material = _field(out, "verificationMaterial")
+    if not isinstance(material, dict):
+        return out
+    material = _set(out, "verificationMaterial", dict(material))
+    entries = _field(material, "tlogEntries")
+    if entries is None:
+        _set(material, "tlogEntries", [])
+    elif isinstance(entries, list):
+        _set(material, "tlogEntries", [_entry_defaults(e) for e in entries])
+    key = _field(material, "publicKey")
+    if isinstance(key, dict) and _field(key, "hint") is None:
+        _set(material, "publicKey", {**key, "hint": ""})
+    return out
+
+
+def _entry_defaults(entry: object) -> object:
+    if not isinstance(entry, dict):
+        return entry
+    out = dict(entry)
+    _int64(out, "logIndex", default="0")
+    _int64(out, "integratedTime", default=None)
+    proof = _field(out, "inclusionProof")
+    if isinstance(proof, dict):
+        proof = _set(out, "inclusionProof", dict(proof))
+        _int64(proof, "logIndex", default="0")
+        _int64(proof, "treeSize", default=None)
+        if _field(proof, "hashes") is None:
+            _set(proof, "hashes", [])
+    return out
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _field(obj: dict[str, object], name: str) -> object:
+    """The value of the field `name` under its JSON name or its proto name; None if neither."""
+    return obj[name] if obj.get(name) is not None else obj.get(_snake(name))
+
+
+def _set(obj: dict[str, Any], name: str, value: _T) -> _T:
+    """Set the field under the spelling the object already uses (JSON name by default)."""
+    obj[_snake(name) if _snake(name) in obj and name not in obj else name] = value
+    return value
+
+
+def _int64(obj: dict[str, object], name: str, *, default: str | None) -> None:
+    """An int64 field as the string the model reads: a JSON integer as its digits, absent or
+    null as `default` (left absent when None)."""
+    value = _field(obj, name)
+    if value is None:
+        if default is not None:
+            _set(obj, name, default)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        _set(obj, name, str(value))
 
 
 def _timestamps(

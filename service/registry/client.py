@@ -249,6 +249,8 @@ class RegistryClient:
                 "HEAD", ref, f"manifests/{tag}", {"accept": ACCEPT_MANIFESTS}, limit=0
             )
             digest = _valid_digest(head.headers.get("docker-content-digest"))
+            if digest is not None and not digest.startswith("sha256:"):
+                digest = None  # an image is named by its sha256: fetch by tag and hash it
             manifest = (
                 self.get_manifest(ref, digest) if digest is not None else self.get_manifest(ref)
             )
@@ -326,11 +328,11 @@ class RegistryClient:
             verify_digest(body.data, asked, where)
             digest = asked
         else:
-            digest = compute_digest(body.data, (claimed or "sha256:").partition(":")[0])
+            digest = compute_digest(body.data)  # by tag: an image is named by its sha256
         if claimed is not None and claimed != digest:
-            # A registry whose header disagrees with the bytes is wrong about one of them.
+            # A header that disagrees with the bytes is refused; one that names them in another
+            # algorithm (sha512 for sha256) is merely not used.
             verify_digest(body.data, claimed, where)
-            raise DigestMismatch(f"{where}: registry says {claimed}, content is {digest}")
         return Manifest.parse(body.data, digest, body.headers.get("content-type"))
 
     def _base_url(self, registry: str) -> str:
@@ -467,6 +469,8 @@ class RegistryClient:
             raise RegistryTimeout(f"{what}: timed out ({type(exc).__name__})") from None
         except httpx.TooManyRedirects:
             raise Unavailable(f"{what}: too many redirects") from None
+        except httpx.InvalidURL as exc:  # a token realm the registry sent
+            raise RegistryError(f"{what}: not a usable URL: {exc}") from None
         except httpx.TransportError as exc:
             raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
 

@@ -9,8 +9,12 @@ DNS-rebinding answer could change.
 
 1. the host must pass the deny-list, then the allow-list if one is set (`host` or `host:port`
    patterns; `*.example.com` matches subdomains);
-2. numeric spellings (`2130706433`, `127.1`, `0x7f.1`, `017700000001`) are read the way
-   `inet_aton` reads them, without asking a resolver; IPv6 literals too;
+2. numeric hosts are never resolved: an IPv4 address must be written in dotted-decimal form
+   without leading zeros (`127.0.0.1`); any other all-numeric spelling (`2130706433`,
+   `127.1`, `0x7f.1`, `0177.0.0.1`, `127.000.000.001`) is refused, because parsers disagree
+   on what it means (`inet_aton` reads `0177` as octal, others as decimal, Go and httpx refuse
+   it) and the address checked must be the one every party connects to. IPv6 literals are
+   read as the address they spell, in any of their forms;
 3. names are resolved, and the answer is refused if ANY address is unspecified, link-local
    (169.254.0.0/16 holds cloud metadata; always refused), multicast, reserved or otherwise not
    global, loopback (unless `allow_loopback`), or private (RFC 1918, 100.64/10, ULA, site-local;
@@ -72,6 +76,35 @@ def system_resolve(host: str, port: int) -> list[IPAddress]:
     return out
 
 
+def is_numeric_host(host: str) -> bool:
+    """Whether `host` is all numeric labels (`127.1`, `0x7f.1`, `2130706433`), which resolvers
+    would read as an IPv4 address rather than look up."""
+    labels = host.split(".")
+    return all(_NUMERIC_LABEL_RE.fullmatch(label) for label in labels)
+
+
+def non_canonical_ipv4(host: str) -> str | None:
+    """Why the numeric host `host` is not a canonical dotted-decimal IPv4 address, or None.
+
+    Only `a.b.c.d` in decimal without leading zeros is canonical: every parser reads it the
+    same way. Other spellings are read as `inet_aton` does (octal for a leading 0, hex for 0x,
+    fewer parts filling the last) by some, as decimal or not at all by others."""
+    try:
+        ipaddress.IPv4Address(host)  # strict: four decimal parts, no leading zeros
+    except ValueError:
+        pass
+    else:
+        return None
+    try:
+        reading = f"inet_aton reads this one as {_inet_aton(host.split('.'))}, others differ"
+    except ValueError:
+        reading = "this one is no IPv4 address"
+    return (
+        "a numeric host must be an IPv4 address written a.b.c.d in decimal without leading "
+        f"zeros ({reading})"
+    )
+
+
 def parse_numeric_host(host: str) -> IPAddress | None:
     """The address a numeric host spells (as `inet_aton` and IPv6 literals read), else None.
 
@@ -84,11 +117,10 @@ def parse_numeric_host(host: str) -> IPAddress | None:
             return ipaddress.IPv6Address(text.split("%", 1)[0])
         except ValueError:
             raise AddressRefused(f"host {host!r} is not a valid IPv6 address") from None
-    labels = text.split(".")
-    if not all(_NUMERIC_LABEL_RE.fullmatch(label) for label in labels):
+    if not is_numeric_host(text):
         return None
     try:
-        return _inet_aton(labels)
+        return _inet_aton(text.split("."))
     except ValueError:
         raise AddressRefused(f"host {host!r} is numeric but not a valid IPv4 address") from None
 
@@ -169,9 +201,35 @@ def _split_pattern(pattern: str) -> tuple[str, int | None]:
     return host.rstrip("."), int(port_text) if port_text.isdigit() else None
 
 
-def host_matches(host: str, port: int, patterns: Iterable[str]) -> bool:
-    """Whether `host:port` matches any `host`, `host:port`, `*.domain` or `[v6]:port` pattern."""
+def _ip_literal(host: str) -> IPAddress | None:
+    """The address `host` is when it is a canonical IPv4 or any IPv6 literal, else None."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _reaches(addr: IPAddress, *, embedded: bool) -> set[IPAddress]:
+    """`addr` and the IPv4 address it stands for (IPv4-mapped); with `embedded`, also every
+    IPv4 address it carries (IPv4-compatible, NAT64, 6to4, Teredo)."""
+    out: set[IPAddress] = {addr}
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            out.add(addr.ipv4_mapped)
+        if embedded:
+            out.update(inner for _form, inner in _embedded_ipv4(addr))
+    return out
+
+
+def host_matches(host: str, port: int, patterns: Iterable[str], *, embedded: bool = False) -> bool:
+    """Whether `host:port` matches any `host`, `host:port`, `*.domain` or `[v6]:port` pattern.
+
+    Addresses are compared as addresses, whatever their spelling (`[::ffff:127.0.0.1]` is
+    `127.0.0.1`, `[::0:1]` is `[::1]`); with `embedded` (the deny-list), an IPv6 address
+    also matches a pattern naming an IPv4 address it carries (NAT64, 6to4, ...)."""
     name = host.strip("[]").lower().rstrip(".")
+    addr = _ip_literal(name)
+    reached = _reaches(addr, embedded=embedded) if addr is not None else set()
     for pattern in patterns:
         p_host, p_port = _split_pattern(pattern)
         if p_port is not None and p_port != port:
@@ -179,7 +237,7 @@ def host_matches(host: str, port: int, patterns: Iterable[str]) -> bool:
         if p_host.startswith("*."):
             if name.endswith(p_host[1:]) and len(name) > len(p_host) - 1:
                 return True
-        elif name == p_host:
+        elif name == p_host or (addr is not None and _ip_literal(p_host) in reached):
             return True
     return False
 
@@ -193,12 +251,17 @@ def check_host(
     """
     shown = f"{host}:{port}"
     # (1): names first: the deny-list wins, then the allow-list if one is set.
-    if host_matches(host, port, policy.deny_registries):
+    if host_matches(host, port, policy.deny_registries, embedded=True):
         raise AddressRefused(f"{shown} is on the registry deny-list")
     if policy.allow_registries and not host_matches(host, port, policy.allow_registries):
         raise AddressRefused(f"{shown} is not on the registry allow-list")
-    # (2): numeric spellings are what they spell, whatever a resolver would say.
+    # (2): numeric hosts are what they spell, whatever a resolver would say; an IPv4 address
+    # spelt any other way than dotted-decimal means different addresses to different parsers.
     bare = host.rstrip(".")
+    if is_numeric_host(bare):
+        why = non_canonical_ipv4(bare)
+        if why is not None:
+            raise AddressRefused(f"{shown}: {why}")
     numeric = parse_numeric_host(bare)
     addresses = [numeric] if numeric is not None else list(resolve(bare, port))
     if not addresses:

@@ -10,6 +10,19 @@ Grammar (distribution's `reference` package; the comments there are the spec):
     tag        := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
     digest     := "sha256:" 64 lowercase hex | "sha512:" 128 lowercase hex
 
+Stricter than Docker where Docker's leniency would make the service verify one thing and a
+client pull another:
+
+- A host of numeric labels only must be an IPv4 address in dotted-decimal form without
+  leading zeros. `127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1` and `127.000.000.001` match
+  Docker's domain-name rule, but parsers read them differently (`inet_aton` as 127.0.0.1,
+  Go's and httpx's not as an address at all, so a resolver with search domains may find a
+  name), so the registry verified would not be the one pulled from.
+- Domain-name labels are at most 63 characters (RFC 1035): longer ones cannot be resolved.
+- An image's digest is sha256: signatures, attestations and the signed verdict name images by
+  sha256 (as cosign does), so `image@sha512:...` could never verify. Content digests inside
+  manifests (`check_digest`) may still be sha512.
+
 Normalisation: the first component is a registry only if it contains "." or ":", is
 "localhost", or has an uppercase letter (Docker's rule); otherwise the image is on Docker Hub,
 which is spelled `index.docker.io` (as go-containerregistry and cosign do) and whose one-component
@@ -24,12 +37,14 @@ import re
 from dataclasses import dataclass, replace
 
 from service.registry.errors import InvalidReference
+from service.registry.guard import is_numeric_host, non_canonical_ipv4
 
 DOCKER_HUB = "index.docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})
 DEFAULT_TAG = "latest"
 NAME_TOTAL_LENGTH_MAX = 255
 MAX_REFERENCE_LENGTH = 1024
+MAX_LABEL_LENGTH = 63
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_NAME_RE = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*", re.ASCII)
@@ -139,6 +154,14 @@ def _normalise_domain(domain: str) -> str:
                 f"invalid registry {domain!r}: host must be a domain name, IPv4 address "
                 "or [IPv6] address"
             )
+        why = non_canonical_ipv4(host) if is_numeric_host(host) else None
+        if why is not None:
+            raise InvalidReference(f"invalid registry {domain!r}: {why}")
+        if any(len(label) > MAX_LABEL_LENGTH for label in host.split(".")):
+            raise InvalidReference(
+                f"invalid registry {domain[:80]!r}: a host name has labels of at most "
+                f"{MAX_LABEL_LENGTH} characters (RFC 1035)"
+            )
     if port is not None and (not _PORT_RE.fullmatch(port) or not 0 < int(port) < 65536):
         raise InvalidReference(f"invalid registry {domain!r}: port must be 1-65535")
     host = host.lower()
@@ -169,6 +192,11 @@ def parse_reference(text: str) -> ImageReference:
         if "@" in digest:
             raise InvalidReference("invalid reference: more than one '@'")
         check_digest(digest)
+        if not digest.startswith("sha256:"):
+            raise InvalidReference(
+                f"unsupported image digest {digest[:20]}...: images are verified by their "
+                "sha256 digest (signatures and verdicts name it), give @sha256:<64 hex>"
+            )
     # A ':' after the last '/' starts the tag; one before it is a registry port.
     tag: str | None = None
     colon = remainder.rfind(":")

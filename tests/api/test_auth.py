@@ -80,7 +80,7 @@ def test_each_tenant_sees_only_its_policies(client: CheckedClient) -> None:
 
 
 def test_another_tenants_policy_is_as_if_absent(client: CheckedClient) -> None:
-    body = {"image": "127.1/a/b:v1", "policyName": "team-b-only"}
+    body = {"image": "127.0.0.1/a/b:v1", "policyName": "team-b-only"}
     response = client.post("/v1/verify", json=body, headers=bearer(TOKEN_A))
     assert response.status_code == 404
     assert response.json()["type"].endswith("/policy-not-found")
@@ -92,7 +92,7 @@ def test_another_tenants_policy_is_as_if_absent(client: CheckedClient) -> None:
 
 
 def test_inline_policies_can_be_switched_off(client: CheckedClient) -> None:
-    body = {"image": "127.1/a/b:v1", "policy": {"certificateIdentity": "a@b.c"}}
+    body = {"image": "127.0.0.1/a/b:v1", "policy": {"certificateIdentity": "a@b.c"}}
     response = client.post("/v1/verify", json=body, headers=bearer(TOKEN_A))
     assert response.status_code == 403
     assert response.json()["type"].endswith("/inline-policies-off")

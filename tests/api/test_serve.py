@@ -62,3 +62,57 @@ def test_serve_starts_beside_the_clients_variables_and_says_it_ignores_them(
     for name in env:
         assert f"{name} is read by `sigverify verify` (the client), not by the service" in log
     assert "ci-token-0123456789" not in log
+
+
+def _serve(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGVERIFY_", "OTEL_"))}
+    env.update({"SIGVERIFY_DATA_DIR": str(tmp_path / "data"), **settings})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "sigverify"), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_settings_that_failed_later_stop_serve_in_one_line(tmp_path: Path) -> None:
+    """Found from outside: an insecure registry given as a URL was accepted (and every request
+    to it failed with an SSL error), a malformed Redis URL printed a traceback, and so did an
+    unreadable docker config.json. Each is now the one line the other settings give."""
+    docker_config = tmp_path / "config.json"
+    docker_config.write_text("{not json")
+    cases = {
+        "SIGVERIFY_INSECURE_REGISTRIES": "http://127.0.0.1:5000",
+        "SIGVERIFY_REDIS_URL": "127.0.0.1:6379",
+        "SIGVERIFY_DOCKER_CONFIG": str(docker_config),
+        "OTEL_BSP_MAX_QUEUE_SIZE": "0",
+    }
+    for name, value in cases.items():
+        result = _serve(tmp_path, **{name: value})
+        assert result.returncode == 2, (name, result.stderr)
+        (line,) = [x for x in result.stderr.splitlines() if not x.startswith("{")]
+        assert line.startswith(f"sigverify: configuration error: {name}"), line
+        assert "Traceback" not in result.stderr
+
+
+def test_keygen_into_a_missing_or_unusable_place_is_one_line(tmp_path: Path) -> None:
+    """Found from outside: `sigverify keygen` into a missing directory printed a traceback."""
+    sigverify = str(Path(sys.executable).parent / "sigverify")
+    (tmp_path / "a-file").write_text("")
+    for target, why in [
+        (tmp_path / "missing" / "key.pem", "does not exist"),
+        (tmp_path / "a-file" / "key.pem", "Not a directory"),
+    ]:
+        result = subprocess.run(
+            [sigverify, "keygen", str(target)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"sigverify: cannot create {str(target)!r}: ")
+        assert why in result.stderr and result.stderr.count("\n") == 1
+        assert not target.exists()
+    made = subprocess.run(
+        [sigverify, "keygen", str(tmp_path / "key.pem")], capture_output=True, check=True
+    )
+    assert made.returncode == 0 and (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600

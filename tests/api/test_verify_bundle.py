@@ -21,6 +21,9 @@ from service.verdicts import pae
 from tests.api.conftest import NO_REKOR
 from tests.conformance.cases import CASES, Case, load
 from tests.contract import CheckedClient
+from tests.sigstore_local.artifacts import DEFAULT_IDENTITY, protobuf_json
+from tests.sigstore_local.ca import ACTIONS, CertificateAuthority
+from tests.sigstore_local.fresh import FreshLogs
 
 PATH = "/v1/verify/bundle"
 MESSAGE = load(CASES / "happy-path-v0.3")
@@ -256,3 +259,29 @@ def test_a_bundle_above_the_body_limit_is_refused(tmp_path: Path) -> None:
     with CheckedClient(transport=transport, base_url="http://sigverify") as small:
         assert len(json.dumps(request(MESSAGE))) > 4096
         problem(small.post(PATH, json=request(MESSAGE)), 413)
+
+
+def test_the_first_entry_of_a_log_as_protobuf_json_verifies(tmp_path: Path) -> None:
+    """Found from outside: a sigstore-js bundle for the first entry of a log (log index 0,
+    no proof hashes, both left out as protobuf JSON does) was refused before verifying. Here
+    a real one from a fresh local log verifies, and its twin claiming index 1 does not."""
+    fresh = FreshLogs(CertificateAuthority())
+    digest = "sha256:" + "6d" * 32
+    bundle = protobuf_json(fresh.signer().message_bundle(digest).bundle)
+    (entry,) = bundle["verificationMaterial"]["tlogEntries"]
+    assert "logIndex" not in entry and "hashes" not in entry["inclusionProof"]
+    root = tmp_path / "trusted_root.json"
+    root.write_bytes(fresh.trusted_root_json())
+    settings = Settings(data_dir=tmp_path / "data", rekor_url=NO_REKOR, trust_root_file=root)
+    body = {
+        "bundle": bundle,
+        "artifactDigest": digest,
+        "policy": {"certificateIdentity": DEFAULT_IDENTITY, "certificateOidcIssuer": ACTIONS},
+    }
+    transport = httpx.WSGITransport(app=create_app(settings))
+    with CheckedClient(transport=transport, base_url="http://sigverify") as client:
+        found = verdict(client, body)
+        assert found["verified"] is True, found["reasons"]
+        assert found["signatures"][0]["logEntry"]["logIndex"] == 0
+        entry["logIndex"] = "1"
+        assert verdict(client, body)["verified"] is False

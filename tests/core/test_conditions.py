@@ -102,6 +102,14 @@ def test_json_types_are_not_coerced() -> None:
     assert not holds({"path": "predicate.metadata.n", "matches": "3"})
 
 
+def test_numbers_within_the_exact_range_compare_as_json_numbers() -> None:
+    """±(2^53 - 1) and finite floats are accepted; `1` and `1.0` are the same JSON number."""
+    for n in (2**53 - 1, -(2**53 - 1), 0.5, -0.0, 3.0):
+        condition_from_mapping({"path": "a", "equals": n}, "c", 256)
+    assert holds({"path": "predicate.metadata.n", "equals": 3.0})
+    assert holds({"path": "predicate.metadata.n", "in": [1, 2**53 - 1, 3]})
+
+
 def test_certificate_claims_fill_placeholders() -> None:
     certificate = cert(sourceRepositoryUri="https://github.com/acme/app")
     same_repo = {
@@ -136,6 +144,16 @@ def test_certificate_claims_fill_placeholders() -> None:
         ({"path": "a", "equals": "${certificate.nope}"}, "c.equals"),
         ({"path": "a", "in": ["ok", "${certificate.nope}"]}, "c.in[1]"),
         ("not an object", "c"),
+        # Numbers JSON readers disagree on: found from outside, each was a 500.
+        ({"path": "a", "equals": float("nan")}, "c.equals"),
+        ({"path": "a", "equals": float("inf")}, "c.equals"),
+        ({"path": "a", "equals": -float("inf")}, "c.equals"),
+        ({"path": "a", "equals": 2**53}, "c.equals"),
+        ({"path": "a", "equals": -(2**53)}, "c.equals"),
+        ({"path": "a", "equals": 10**400}, "c.equals"),
+        ({"path": "a", "equals": 1e300}, "c.equals"),
+        ({"path": "a", "in": [1, float("nan")]}, "c.in[1]"),
+        ({"path": "a", "in": ["x", 2**64]}, "c.in[1]"),
     ],
 )
 def test_bad_conditions_are_refused_naming_the_field(raw: Any, field: str) -> None:

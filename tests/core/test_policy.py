@@ -43,8 +43,21 @@ ALICE = pem(CONNAISSEUR / "alice.key")
         ({"identities": [{"certificateOidcIssuer": "x"}]}, "identities[0].certificateIdentity", ""),
         ({"identities": [{"bogus": "x"}]}, "identities[0].bogus", "unknown field"),
         ({"keys": ["not a key"]}, "keys[0]", "found no PEM public key"),
-        ({"keys": [ALICE], "threshold": 0}, "threshold", "expected an integer >= 1"),
-        ({"keys": [ALICE], "threshold": True}, "threshold", "expected an integer >= 1"),
+        ({"keys": [ALICE], "threshold": 0}, "threshold", "expected an integer from 1 to 20"),
+        ({"keys": [ALICE], "threshold": True}, "threshold", "expected an integer from 1 to 20"),
+        # A policy file's YAML could give more than the policy digest (RFC 8785) can carry.
+        ({"keys": [ALICE], "threshold": 2**53}, "threshold", "expected an integer from 1 to 20"),
+        # JSON can spell lone surrogates; a policy file's YAML can have keys that are numbers.
+        ({"certificateIdentity": "\ud800"}, "certificateIdentity", "lone surrogate"),
+        ({"certificateIdentityRegexp": "a\udfff"}, "certificateIdentityRegexp", "lone surrogate"),
+        ({"keys": ["\ud800"]}, "keys[0]", "lone surrogate"),
+        ({"keys": [ALICE], "\ud800": 1}, None, "expected text"),
+        ({"certificateIdentity": "a", "extensions": {1: "x"}}, "extensions", "expected text"),
+        (
+            {"keys": [ALICE], "attestations": [{"predicateType": "x\udc00"}]},
+            "attestations[0].predicateType",
+            "lone surrogate",
+        ),
         ({"keys": [ALICE], "transparencyLog": {"required": "no"}}, "transparencyLog.required", ""),
         ({"keys": [ALICE], "transparencyLog": {"strict": True}}, "transparencyLog.strict", ""),
     ],

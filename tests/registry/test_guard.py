@@ -17,11 +17,18 @@ from service.registry import (
     AddressRefused,
     RegistryClient,
     RegistryConfig,
+    RegistryError,
     Unavailable,
     check_host,
     parse_reference,
 )
-from service.registry.guard import IPAddress, check_scheme, parse_numeric_host, refusal
+from service.registry.guard import (
+    IPAddress,
+    check_scheme,
+    host_matches,
+    parse_numeric_host,
+    refusal,
+)
 from service.registry.transport import GuardedTransport
 from tests.registry.helpers import HTTPServer, Reply, tls_pair
 
@@ -145,8 +152,7 @@ def test_bad_numeric_hosts_refused(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "host",
-    ["2130706433", "127.1", "0x7f.1", "017700000001", "[::ffff:127.0.0.1]", "::1", "127.0.0.1."],
+    "host", ["127.0.0.1", "127.0.0.1.", "[::ffff:127.0.0.1]", "::1", "[0:0::1]", "::ffff:7f00:1"]
 )
 def test_check_host_numeric_loopback_without_resolver(host: str) -> None:
     resolver = StubResolver({})
@@ -159,6 +165,50 @@ def test_check_host_numeric_loopback_without_resolver(host: str) -> None:
         ip("::ffff:127.0.0.1"),
     }
     assert resolver.asked == []
+
+
+NON_CANONICAL = [
+    "2130706433",
+    "127.1",
+    "127.0.1",
+    "0x7f.1",
+    "0X7F.0.0.1",
+    "017700000001",
+    "0177.0.0.1",
+    "127.000.000.001",
+    "127.0.0.01",
+    "127.0.0.1.1",
+    "127.0.0.256",
+]
+
+
+@pytest.mark.parametrize("host", NON_CANONICAL)
+def test_non_canonical_ipv4_spellings_are_refused_whatever_the_policy(host: str) -> None:
+    """Parsers disagree on these (inet_aton reads 0177 as octal, Go and httpx refuse it): the
+    address checked would not be the one every party connects to, so none is reached."""
+    resolver = StubResolver({})
+    for policy in (STRICT, EVERYTHING, AddressPolicy(allow_registries=(host,))):
+        with pytest.raises(AddressRefused, match=r"a\.b\.c\.d in decimal without leading zeros"):
+            check_host(host, 5000, policy, resolver)
+    assert resolver.asked == []
+
+
+def test_addresses_match_lists_by_value_whatever_their_spelling() -> None:
+    """A deny-list entry cannot be stepped around by spelling the same address another way."""
+    deny = ("127.0.0.1", "[::1]:5000")
+    assert host_matches("[::ffff:127.0.0.1]", 80, deny, embedded=True)
+    assert host_matches("::ffff:7f00:1", 80, deny, embedded=True)
+    assert host_matches("[64:ff9b::7f00:1]", 80, deny, embedded=True)  # NAT64 of 127.0.0.1
+    assert host_matches("[0:0::1]", 5000, deny)
+    assert not host_matches("[0:0::1]", 5001, deny)
+    # The allow-list takes the address and its IPv4-mapped form, not what NAT64 carries.
+    assert host_matches("[::ffff:127.0.0.1]", 80, ("127.0.0.1",))
+    assert not host_matches("[64:ff9b::7f00:1]", 80, ("127.0.0.1",))
+    # A non-canonical pattern is no address: it matches nothing numeric.
+    assert not host_matches("127.0.0.1", 80, ("127.1",))
+    for spelling in ("[::ffff:127.0.0.1]", "[64:ff9b::7f00:1]"):
+        with pytest.raises(AddressRefused, match="deny-list"):
+            check_host(spelling, 80, AddressPolicy(allow_loopback=True, deny_registries=deny))
 
 
 @pytest.mark.parametrize(
@@ -242,9 +292,7 @@ def _ok(method: str, path: str, headers: dict[str, str]) -> Reply:
     return 200, {"Docker-Content-Digest": EMPTY_DIGEST}, b"{}"
 
 
-@pytest.mark.parametrize(
-    "spelling", ["127.1", "2130706433", "0x7f.1", "[::ffff:127.0.0.1]", "127.0.0.1"]
-)
+@pytest.mark.parametrize("spelling", ["[::ffff:127.0.0.1]", "127.0.0.1", "[::1]"])
 def test_client_refuses_loopback_spellings(spelling: str) -> None:
     with HTTPServer(_ok) as server:
         port = server.host.rsplit(":", 1)[1]
@@ -325,6 +373,60 @@ def test_redirects_are_guarded() -> None:
             )
             with RegistryClient(config) as client, pytest.raises(AddressRefused, match="deny-list"):
                 client.get_blob(ref, "sha256:" + "0" * 64)
+        assert target.requests == []
+
+
+@pytest.mark.parametrize("spelling", ["2130706433", "127.1", "0x7f.1"])
+def test_redirects_to_non_canonical_spellings_are_refused(spelling: str) -> None:
+    """A registry's redirect to another spelling of an address is refused, not read as
+    inet_aton reads it: even with loopback allowed and the spelling listed as insecure,
+    nothing connects."""
+    with HTTPServer(_ok) as target:
+        port = target.host.rsplit(":", 1)[1]
+
+        def redirect(method: str, path: str, headers: dict[str, str]) -> Reply:
+            return 307, {"Location": f"http://{spelling}:{port}/blob"}, b""
+
+        with HTTPServer(redirect) as front:
+            config = RegistryConfig(
+                timeout=2,
+                insecure_registries=(front.host, f"{spelling}:{port}"),
+                policy=LOOPBACK_OK,
+            )
+            ref = parse_reference(f"{front.host}/team/app")
+            with RegistryClient(config) as client, pytest.raises(AddressRefused, match=r"a\.b\.c"):
+                client.get_blob(ref, "sha256:" + "0" * 64)
+        assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    ("realm", "error"),
+    [
+        ("http://127.1:{port}/token", AddressRefused),  # the guard refuses the spelling
+        ("http://0177.0.0.1:{port}/token", RegistryError),  # httpx cannot even parse it
+        ("http://[::1/token", RegistryError),
+    ],
+)
+def test_token_realms_that_are_no_usable_url_are_registry_errors(
+    realm: str, error: type[RegistryError]
+) -> None:
+    """The realm of a bearer challenge comes from the registry: one that the URL parser refuses
+    is the registry's fault (an error the API answers with a 4xx/5xx problem), not a crash."""
+    with HTTPServer(_ok) as target:
+        port = target.host.rsplit(":", 1)[1]
+        challenge = f'Bearer realm="{realm.format(port=port)}",service="registry"'
+
+        def unauthorized(method: str, path: str, headers: dict[str, str]) -> Reply:
+            return 401, {"WWW-Authenticate": challenge}, b"{}"
+
+        with HTTPServer(unauthorized) as front:
+            config = RegistryConfig(
+                timeout=2,
+                insecure_registries=(front.host, f"127.1:{port}", f"0177.0.0.1:{port}"),
+                policy=LOOPBACK_OK,
+            )
+            with RegistryClient(config) as client, pytest.raises(error):
+                client.resolve(parse_reference(f"{front.host}/team/app:v1"))
         assert target.requests == []
 
 

@@ -29,7 +29,6 @@ D512 = "sha512:" + "cd" * 64
         ("test:5000/repo:tag", "test:5000/repo:tag"),
         (f"test:5000/repo@{D256}", f"test:5000/repo@{D256}"),
         (f"test:5000/repo:tag@{D256}", f"test:5000/repo:tag@{D256}"),
-        (f"repo@{D512}", f"index.docker.io/library/repo@{D512}"),
         ("localhost/repo", "localhost/repo:latest"),
         ("localhost:5000/a/b/c:tag", "localhost:5000/a/b/c:tag"),
         ("lowercase:Uppercase", "index.docker.io/library/lowercase:Uppercase"),
@@ -39,6 +38,11 @@ D512 = "sha512:" + "cd" * 64
         ("[::1]:5000/repo:tag", "[::1]:5000/repo:tag"),
         ("[::1]/repo", "[::1]/repo:latest"),
         ("127.0.0.1:5000/a__b/c-d/e--f/g.h", "127.0.0.1:5000/a__b/c-d/e--f/g.h:latest"),
+        ("127.0.0.10/repo", "127.0.0.10/repo:latest"),
+        ("[::ffff:127.0.0.1]:5000/repo", "[::ffff:127.0.0.1]:5000/repo:latest"),
+        # Numeric labels among others make a name, not an address.
+        ("0x7f.test/repo", "0x7f.test/repo:latest"),
+        (("a" * 63 + ".") * 3 + "b" * 61 + "/x", ("a" * 63 + ".") * 3 + "b" * 61 + "/x:latest"),
         ("docker.io:443/x/y", "docker.io:443/x/y:latest"),
         ("a/" + "b" * 253, "index.docker.io/a/" + "b" * 253 + ":latest"),
         ("repo:" + "t" * 128, "index.docker.io/library/repo:" + "t" * 128),
@@ -100,9 +104,29 @@ def test_with_digest() -> None:
         ("host:99999/repo", "port"),
         ("host:/repo", "port"),
         ("host.com/", "empty"),
+        # An image is named by its sha256; sha512 could never verify.
+        (f"repo@{D512}", "sha256 digest"),
+        (f"localhost:5000/repo:v1@{D512}", "sha256 digest"),
+        # Labels DNS cannot carry.
+        ("a" * 64 + ".test/repo", "labels of at most 63"),
     ],
 )
 def test_refuses(text: str, message: str) -> None:
     with pytest.raises(InvalidReference, match=message) as info:
         parse_reference(text)
     assert isinstance(info.value, RegistryError)
+
+
+_DOTTED = ["0177.0.0.1", "127.000.000.001", "127.0.0.01", "127.1", "127.0.1", "0x7f.1"]
+_DOTTED += ["127.0.0.256", "127.0.0.1.1"]
+# One label is a registry only with a port (without one, a Docker Hub repository).
+_SINGLE = ["2130706433:5000", "017700000001:5000", "0x7f000001:5000"]
+
+
+@pytest.mark.parametrize("host", _DOTTED + [f"{h}:5000" for h in _DOTTED] + _SINGLE)
+def test_numeric_hosts_must_be_dotted_decimal(host: str) -> None:
+    """Docker's grammar reads these as domain names; resolvers read them as addresses, and
+    differently (inet_aton: 0177 is octal; Go and httpx: no address at all). A reference that
+    means different registries to different parties is refused before anything connects."""
+    with pytest.raises(InvalidReference, match=r"a\.b\.c\.d in decimal without leading zeros"):
+        parse_reference(f"{host}/team/app:v1")

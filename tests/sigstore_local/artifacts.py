@@ -226,3 +226,23 @@ def sigstore_bundle(
             "signature": b64(signature),
         }
     return bundle
+
+
+# Fields of Sigstore's messages that are int64, which protobuf JSON writes as strings.
+INT64_FIELDS = frozenset({"logIndex", "integratedTime", "treeSize"})
+
+
+def protobuf_json(value: Any) -> Any:
+    """`value` as protobuf's JSON encoders write it (protojson, sigstore-js's generated code):
+    a field that holds its proto3 default is left out (an int64 of 0, written "0"; an empty
+    string, bytes or list; false). Message fields stay, even when empty."""
+    if isinstance(value, list):
+        return [protobuf_json(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if item is False or item in ("", []) or (key in INT64_FIELDS and item == "0"):
+            continue
+        out[key] = protobuf_json(item)
+    return out
