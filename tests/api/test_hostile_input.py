@@ -151,8 +151,15 @@ def test_verify_bundle_answers_no_5xx(
 @SETTINGS
 @given(image=ANY_REFERENCES, policy=st.sampled_from([NAMED, "", "Nope", "a" * 70]))
 def test_badge_answers_no_5xx(client: httpx.Client, image: str, policy: str) -> None:
+    """A badge always renders: a bad query is a 400 SVG that names the field (the shields.io
+    JSON format keeps the problem+json answer)."""
     response = client.get("/v1/badge", params={"image": image, "policy": policy})
-    no_server_error(response)
+    assert response.status_code < 500, response.text
+    if response.status_code == 400:
+        assert response.headers["content-type"].startswith("image/svg+xml"), response.text
+        assert 'aria-label="sigstore: invalid' in response.text
+    as_json = client.get("/v1/badge", params={"image": image, "policy": policy, "format": "json"})
+    no_server_error(as_json)
 
 
 def test_the_app_refuses_every_registry_before_a_lookup(client: httpx.Client) -> None:
