@@ -46,7 +46,7 @@ from typing import Any
 from flask import Blueprint, Response, json, request
 from werkzeug.exceptions import HTTPException
 
-from service.api.admission import MAX_REASON_CHARS, failure_of
+from service.api.admission import MAX_REASON_CHARS, _clip, failure_of
 from service.api.batch import verify_all
 from service.api.errors import ApiProblem, unexpected_problem
 from service.api.verify import ChosenPolicy
@@ -116,7 +116,9 @@ def item_for(key: str, result: Mapping[str, Any], chosen: ChosenPolicy) -> dict[
     image = verdict.get("image") or {}
     digest = image.get("digest")
     pinned = f"{image.get('registry')}/{image.get('repository')}@{digest}"
-    reasons = [_clip(str(r)) for r in (verdict.get("reasons") or [])[:MAX_REASONS]]
+    reasons = [
+        _clip(str(r), MAX_REASON_CHARS) for r in (verdict.get("reasons") or [])[:MAX_REASONS]
+    ]
     value = {
         "verified": verdict.get("verified") is True,
         "digest": digest,
@@ -132,11 +134,6 @@ def item_for(key: str, result: Mapping[str, Any], chosen: ChosenPolicy) -> dict[
         "cached": verdict.get("cached") is True,
     }
     return {"key": key, "value": value}
-
-
-def _clip(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= MAX_REASON_CHARS else flat[: MAX_REASON_CHARS - 3] + "..."
 
 
 def _answer(
