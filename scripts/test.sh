@@ -21,6 +21,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 scripts/bootstrap.sh dev
 scripts/helm.sh  # .venv/tools/helm for the chart tests in tests/deploy
+scripts/grafana-schema.sh  # Grafana's dashboard model as a JSON schema, for the dashboard test
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -17,13 +17,19 @@ from service.api import (
     bundle,
     docs,
     errors,
+    gatekeeper,
     health,
     keys,
     observability,
     policies,
     verify,
 )
-from service.api.auth import authenticate, load_admission_callers, load_tokens
+from service.api.auth import (
+    authenticate,
+    load_admission_callers,
+    load_gatekeeper_callers,
+    load_tokens,
+)
 from service.cache import Cache, make_cache
 from service.config import PREFIX, Settings, SettingsError
 from service.core import CoreError, TrustRoot
@@ -107,6 +113,7 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
         policies=policies,
         tokens=load_tokens(settings),
         admission_callers=load_admission_callers(settings),
+        gatekeeper_callers=load_gatekeeper_callers(settings),
         telemetry=telemetry,
     )
 
@@ -196,6 +203,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(bundle.bp)
     app.register_blueprint(batch.bp)
     app.register_blueprint(admission.bp)
+    app.register_blueprint(gatekeeper.bp)
     app.register_blueprint(policies.bp)
     app.register_blueprint(badge.bp)
     app.register_blueprint(docs.bp)

@@ -583,6 +583,34 @@ SETTINGS: tuple[Setting, ...] = (
         "Authorization (the API server's kubeConfigFile `token`); empty: no token asked for.",
     ),
     Setting(
+        "gatekeeper_tenant",
+        "",
+        _opt_str,
+        "Tenant whose named policies POST /v1/gatekeeper/{policy} (OPA Gatekeeper's external "
+        "data provider) may name; empty: no provider.",
+    ),
+    Setting(
+        "gatekeeper_timeout",
+        "2",
+        _float(0.2, 29),
+        "Seconds POST /v1/gatekeeper takes at most; an image not verified by then is an error "
+        "item (keep it below the Provider's timeout, default 3).",
+    ),
+    Setting(
+        "gatekeeper_client_ca_file",
+        "",
+        _opt_path,
+        "PEM CA certificate(s): POST /v1/gatekeeper then needs a client certificate they signed "
+        "(Gatekeeper's, the ca.crt of its gatekeeper-webhook-server-cert Secret); needs HTTPS.",
+    ),
+    Setting(
+        "gatekeeper_client_names",
+        "",
+        _list,
+        "Names (comma-separated) one of which Gatekeeper's client certificate must carry as its "
+        "subject CN or a DNS SAN; empty: any certificate the CA signed.",
+    ),
+    Setting(
         "api_tokens",
         "",
         _tokens,
@@ -678,6 +706,10 @@ class Settings:
     admission_client_ca_file: Path | None = None
     admission_client_names: tuple[str, ...] = ()
     admission_token_file: Path | None = None
+    gatekeeper_tenant: str | None = None
+    gatekeeper_timeout: float = 2.0
+    gatekeeper_client_ca_file: Path | None = None
+    gatekeeper_client_names: tuple[str, ...] = ()
     api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_tokens_file: Path | None = None
     badges: bool = True
@@ -727,6 +759,7 @@ class Settings:
             "tls_key_file",
             "admission_client_ca_file",
             "admission_token_file",
+            "gatekeeper_client_ca_file",
         ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
@@ -748,10 +781,41 @@ class Settings:
                 f"{PREFIX}ADMISSION_CLIENT_NAMES names client certificates: set "
                 f"{PREFIX}ADMISSION_CLIENT_CA_FILE to the CA that signs them"
             )
+        self._check_gatekeeper()
         if self.admission_policy is not None and self.policy_file is None:
             raise SettingsError(
                 f"{PREFIX}ADMISSION_POLICY={self.admission_policy!r} names a policy in "
                 f"{PREFIX}POLICY_FILE, which is not set"
+            )
+
+    def _check_gatekeeper(self) -> None:
+        """Gatekeeper's caller settings need the provider on, HTTPS, and each other; with the
+        admission webhook's client CA set too, the TLS layer trusts both CAs on every
+        connection, so each endpoint must name the certificates it answers."""
+        if self.gatekeeper_tenant is None and (
+            self.gatekeeper_client_ca_file is not None or self.gatekeeper_client_names
+        ):
+            raise SettingsError(
+                f"{PREFIX}GATEKEEPER_CLIENT_* describe Gatekeeper's client certificate, but "
+                f"{PREFIX}GATEKEEPER_TENANT is empty: the provider is off"
+            )
+        if self.gatekeeper_client_ca_file is not None and self.tls_cert_file is None:
+            raise SettingsError(
+                f"{PREFIX}GATEKEEPER_CLIENT_CA_FILE asks for client certificates, which only "
+                f"HTTPS carries: set {PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE too"
+            )
+        if self.gatekeeper_client_names and self.gatekeeper_client_ca_file is None:
+            raise SettingsError(
+                f"{PREFIX}GATEKEEPER_CLIENT_NAMES names client certificates: set "
+                f"{PREFIX}GATEKEEPER_CLIENT_CA_FILE to the CA that signs them"
+            )
+        both = (self.admission_client_ca_file, self.gatekeeper_client_ca_file)
+        if None not in both and not (self.admission_client_names and self.gatekeeper_client_names):
+            raise SettingsError(
+                f"{PREFIX}ADMISSION_CLIENT_CA_FILE and {PREFIX}GATEKEEPER_CLIENT_CA_FILE are both "
+                "set, so a certificate either CA signed passes the TLS handshake: set "
+                f"{PREFIX}ADMISSION_CLIENT_NAMES and {PREFIX}GATEKEEPER_CLIENT_NAMES to say "
+                "which certificate may call which endpoint"
             )
 
 

@@ -22,13 +22,29 @@ bind = _settings.bind
 # HTTPS when both are set (Settings checks both or neither): the API server calls webhooks so.
 certfile = str(_settings.tls_cert_file) if _settings.tls_cert_file else None
 keyfile = str(_settings.tls_key_file) if _settings.tls_key_file else None
-# The API server's client certificate for POST /v1/admission: asked of every TLS client but
-# required of none at the TLS layer (other callers have none); a certificate offered is checked
-# against the CA here, and the view requires one (service.api.auth). gunicorn builds the TLS
-# context for each connection, so a renewed CA file is read without a restart.
-if _settings.admission_client_ca_file is not None:
+# The API server's client certificate for POST /v1/admission, and Gatekeeper's for
+# POST /v1/gatekeeper: asked of every TLS client but required of none at the TLS layer (other
+# callers have none); a certificate offered is checked against the CAs here, and each view
+# requires one of its names (service.api.auth). gunicorn builds the TLS context for each
+# connection, so a renewed CA file is read without a restart.
+_client_cas = [
+    str(path)
+    for path in (_settings.admission_client_ca_file, _settings.gatekeeper_client_ca_file)
+    if path is not None
+]
+if _client_cas:
     cert_reqs = ssl.CERT_OPTIONAL
-    ca_certs = str(_settings.admission_client_ca_file)
+    ca_certs = _client_cas[0]
+
+
+def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
+    """gunicorn's TLS context for a connection, trusting every client CA that is set."""
+    context: ssl.SSLContext = default_ssl_context_factory()
+    for more in _client_cas[1:]:
+        context.load_verify_locations(cafile=more)
+    return context
+
+
 workers = _settings.workers
 threads = _settings.threads
 loglevel = _settings.log_level.lower()

@@ -37,6 +37,7 @@ class Services:
     policies: PolicyStore
     tokens: Tokens
     admission_callers: AdmissionCallers
+    gatekeeper_callers: AdmissionCallers
     telemetry: Telemetry
 
     def start_background(self) -> None:

@@ -27,10 +27,11 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from service import core, verdicts
 from service.cache import Cache, SingleFlight
@@ -45,13 +46,17 @@ from service.registry import (
     discover,
     verify_digest,
 )
-from service.telemetry import Telemetry, verdict_reason
+from service.telemetry import Result, Telemetry, verdict_reason
 from service.tlog import RekorClient, TlogError, TlogTimeout, TlogUnavailable
+
+if TYPE_CHECKING:
+    from service.policies import Mode
 
 log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
 MANIFEST_TTL = 7 * 24 * 3600.0  # manifests by digest never change
+INLINE = "inline"  # the policy label of a verification under a request's own policy
 DEGRADED_TTL = 30.0  # seconds a verdict given during a Rekor outage stays cached
 VERDICT_FORMAT = "2"  # in the cache key: a rolling upgrade never reads another version's verdict
 _P = ParamSpec("_P")
@@ -90,11 +95,16 @@ class Verification:
 def _observed(
     method: Callable[Concatenate[VerificationService, _P], Verification],
 ) -> Callable[Concatenate[VerificationService, _P], Verification]:
-    """A verification in a `sigverify.verify` span, its outcome counted by result and reason."""
+    """A verification in a `sigverify.verify` span, its outcome counted by result and reason,
+    and its time by policy, mode and outcome (the policy's name is the caller's `policy_name`,
+    which is a policy file's name or None, never a string from a request: `inline`)."""
 
     @functools.wraps(method)
     def observed(self: VerificationService, /, *args: _P.args, **kwargs: _P.kwargs) -> Verification:
         telemetry = self._telemetry
+        policy = str(kwargs.get("policy_name") or INLINE)
+        mode = str(kwargs.get("mode", "enforce"))
+        started = time.perf_counter()
         with telemetry.span("sigverify.verify") as span:
             try:
                 found = method(self, *args, **kwargs)
@@ -103,13 +113,16 @@ def _observed(
                 if isinstance(exc, RegistryError):
                     telemetry.upstream_error("registry", exc.reason)
                 telemetry.verification("error", reason)
+                telemetry.verification_time(policy, mode, "error", time.perf_counter() - started)
                 span.set_attribute("sigverify.reason", reason)
                 log.info("verification error: %s", reason)
                 raise
             verdict = found.verdict
             verified = verdict.get("verified") is True
             reason = verdict_reason(verdict)
-            telemetry.verification("verified" if verified else "failed", reason)
+            outcome: Result = "verified" if verified else "failed"
+            telemetry.verification(outcome, reason)
+            telemetry.verification_time(policy, mode, outcome, time.perf_counter() - started)
             # An image's verdict names it in `image`, an artifact's in `artifact`.
             image = verdict.get("image") or {}
             subject = image.get("reference") or (verdict.get("artifact") or {}).get("digest")
@@ -191,9 +204,15 @@ class VerificationService:
 
     @_observed
     def verify(
-        self, reference: ImageReference, policy: core.Policy, *, policy_name: str | None = None
+        self,
+        reference: ImageReference,
+        policy: core.Policy,
+        *,
+        policy_name: str | None = None,
+        mode: Mode = "enforce",
     ) -> Verification:
-        """Verify one image against `policy` (named `policy_name` in the signed verdict).
+        """Verify one image against `policy` (named `policy_name` in the signed verdict; `mode`
+        only labels the metrics: what a failure does is the caller's business).
 
         Registry errors propagate as `RegistryError`, Rekor outages as `UpstreamError`.
         """
@@ -220,7 +239,13 @@ class VerificationService:
 
     @_observed
     def verify_artifact(
-        self, bundle: bytes, artifact_digest: str, policy: core.Policy, *, policy_name: str | None
+        self,
+        bundle: bytes,
+        artifact_digest: str,
+        policy: core.Policy,
+        *,
+        policy_name: str | None,
+        mode: Mode = "enforce",
     ) -> Verification:
         """Verify one Sigstore bundle over an artifact's digest, as `cosign verify-blob` and
         `gh attestation verify` do: no registry and no Rekor lookup (a bundle carries its own

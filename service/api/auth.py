@@ -14,6 +14,12 @@ Each one set is required. A caller without them gets a 401 or 403 problem, not a
 AdmissionReview: the API server treats any non-200 as a failed call and applies the webhook's
 `failurePolicy`, as it does when it cannot connect or the TLS handshake fails, and a caller
 that is not the API server learns nothing about any image.
+
+`POST /v1/gatekeeper/{policy}` is called by OPA Gatekeeper, which sends no token at all (its
+Provider has no field for one) but presents its own client certificate: the same check, with
+its own CA and names (SIGVERIFY_GATEKEEPER_CLIENT_CA_FILE, SIGVERIFY_GATEKEEPER_CLIENT_NAMES),
+and in place of the API tokens while the provider is on (SIGVERIFY_GATEKEEPER_TENANT names the
+tenant whose policies it may use).
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ PUBLIC_PREFIXES = ("/v1/badge", "/docs/")
 # client certificate or webhook token (`check_admission_caller`), the NetworkPolicy (who may
 # connect) and TLS protect it instead.
 ADMISSION_PATH = "/v1/admission"
+# Needs no API token while the Gatekeeper provider is on (SIGVERIFY_GATEKEEPER_TENANT): Gatekeeper
+# sends none; its client certificate (`check_admission_caller` with its own callers) does instead.
+GATEKEEPER_PREFIX = "/v1/gatekeeper/"
 AUTH_OFF_WARNING = (
     f"no API tokens configured ({PREFIX}API_TOKENS, {PREFIX}API_TOKENS_FILE): every caller may "
     "use every policy"
@@ -168,9 +177,38 @@ def peer_certificate(environ: Mapping[str, Any]) -> dict[str, Any] | None:
     return peer or None
 
 
-def check_admission_caller(callers: AdmissionCallers) -> None:
-    """Before POST /v1/admission: the caller shows what `callers` requires, or gets a problem
-    (401 without the token, 403 without an accepted certificate). Never logs the token."""
+def load_gatekeeper_callers(settings: Settings) -> AdmissionCallers:
+    """What POST /v1/gatekeeper requires of Gatekeeper: its client certificate, when the CA is
+    set (Gatekeeper has no way to send a token)."""
+    return AdmissionCallers(
+        token_digests=(),
+        client_certificate=settings.gatekeeper_client_ca_file is not None,
+        client_names=frozenset(settings.gatekeeper_client_names),
+    )
+
+
+def gatekeeper_warning(settings: Settings, *, tokens: bool) -> str | None:
+    """What `/readyz` says when the Gatekeeper provider is on, API tokens keep the tenants
+    apart, and nothing checks who calls the provider."""
+    tenant = settings.gatekeeper_tenant
+    if tenant is None or not tokens or settings.gatekeeper_client_ca_file is not None:
+        return None
+    return (
+        f"POST /v1/gatekeeper uses tenant {tenant}'s policies for any caller that reaches the "
+        f"port: set {PREFIX}GATEKEEPER_CLIENT_CA_FILE to require Gatekeeper's client certificate"
+    )
+
+
+def check_admission_caller(
+    callers: AdmissionCallers,
+    *,
+    endpoint: str = "the admission webhook",
+    caller: str = "the Kubernetes API server",
+    logged_as: str = "admission",
+) -> None:
+    """Before POST /v1/admission (or the Gatekeeper provider, named by `endpoint`, `caller` and
+    `logged_as`): the caller shows what `callers` requires, or gets a problem (401 without the
+    token, 403 without an accepted certificate). Never logs the token."""
     if callers.client_certificate:
         peer = peer_certificate(request.environ)
         names = certificate_names(peer) if peer is not None else set()
@@ -180,12 +218,11 @@ def check_admission_caller(callers: AdmissionCallers) -> None:
         elif callers.client_names and not names & callers.client_names:
             refused = f"client certificate names {sorted(names)} are not accepted"
         if refused is not None:
-            log.warning("admission call from %s refused: %s", request.remote_addr, refused)
+            log.warning("%s call from %s refused: %s", logged_as, request.remote_addr, refused)
             raise ApiProblem(
                 403,
                 "Forbidden",
-                "the admission webhook answers only the Kubernetes API server: its client "
-                "certificate is required",
+                f"{endpoint} answers only {caller}: its client certificate is required",
                 kind="admission-caller-refused",
             )
     if callers.token_digests:
@@ -217,6 +254,15 @@ def authenticate(tokens: Tokens) -> None:
     admission = svc.admission_configured
     if admission and request.path == ADMISSION_PATH:
         check_admission_caller(svc.admission_callers)
+        return
+    if svc.settings.gatekeeper_tenant is not None and request.path.startswith(GATEKEEPER_PREFIX):
+        check_admission_caller(
+            svc.gatekeeper_callers,
+            endpoint="the Gatekeeper provider",
+            caller="OPA Gatekeeper",
+            logged_as="gatekeeper",
+        )
+        g.tenant = svc.settings.gatekeeper_tenant
         return
     if not tokens.enabled or is_public(request.path, admission=admission):
         return

@@ -131,7 +131,9 @@ def badge() -> Response:
         limited.headers.update(exc.headers)
         return limited
     try:
-        found = svc.verifier.verify(parse_reference(image), named.policy, policy_name=name)
+        found = svc.verifier.verify(
+            parse_reference(image), named.policy, policy_name=named.name, mode=named.mode
+        )
     except (RegistryError, UpstreamError) as exc:
         return _answer(Badge.of(_state_of_problem(exc), ERROR_MAX_AGE), fmt)
     max_age = int(min(svc.settings.verdict_ttl, MAX_VERDICT_AGE))

@@ -97,7 +97,9 @@ def _late(image: str, path: str, detail: str) -> dict[str, Any]:
 def _one(svc: Services, image: str, chosen: ChosenPolicy, path: str) -> dict[str, Any]:
     """One image's verdict, or the problem that kept it from one (never raises)."""
     try:
-        found = svc.verifier.verify(parse_reference(image), chosen.policy, policy_name=chosen.name)
+        found = svc.verifier.verify(
+            parse_reference(image), chosen.policy, policy_name=chosen.name, mode=chosen.mode
+        )
     except Exception as exc:
         bad = operational_problem(exc) or unexpected_problem(exc)
         return {"image": image, "status": bad.status, "problem": bad.body(path)}

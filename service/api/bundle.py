@@ -19,6 +19,10 @@ def verify_bundle() -> Response:
     chosen = choose_policy(body)
     charge()
     result = services().verifier.verify_artifact(
-        body["bundle"], body["artifactDigest"], chosen.policy, policy_name=chosen.name
+        body["bundle"],
+        body["artifactDigest"],
+        chosen.policy,
+        policy_name=chosen.name,
+        mode=chosen.mode,
     )
     return jsonify(chosen.outcome(result))

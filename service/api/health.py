@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from service.api.auth import AUTH_OFF_WARNING
+from service.api.auth import AUTH_OFF_WARNING, gatekeeper_warning
 from service.keys import DEV_KEY_WARNING
 from service.state import services
 from service.tlog.trust import RefreshState, RootInfo, describe_refresh
@@ -52,6 +52,9 @@ def readyz() -> tuple[Response, int]:
         warnings.append("cache unreachable: answering uncached")
     if not svc.tokens.enabled:
         warnings.append(AUTH_OFF_WARNING)
+    gatekeeper = gatekeeper_warning(svc.settings, tokens=svc.tokens.enabled)
+    if gatekeeper is not None:
+        warnings.append(gatekeeper)
     warnings.extend(_trust_warnings(info, state))
     checks["policies"] = {
         "ok": svc.policies.last_error is None,

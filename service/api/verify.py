@@ -143,6 +143,6 @@ def verify() -> Response:
     chosen = choose_policy(body)
     charge()
     result = services().verifier.verify(
-        parse_reference(body["image"]), chosen.policy, policy_name=chosen.name
+        parse_reference(body["image"]), chosen.policy, policy_name=chosen.name, mode=chosen.mode
     )
     return jsonify(chosen.outcome(result))

@@ -128,12 +128,21 @@ def flatmap_query(context: HookContext, query: Any) -> st.SearchStrategy[Any]:
     return st.just(query)
 
 
+@schema.hook
+def flatmap_path_parameters(context: HookContext, path: Any) -> st.SearchStrategy[Any]:
+    """Half the Gatekeeper calls name the existing policy, so they reach the registry guard."""
+    if isinstance(path, dict) and _is_policy_name(path.get("policy")):
+        return st.sampled_from([path, {**path, "policy": NAMED_POLICY}])
+    return st.just(path)
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
     """The service under gunicorn on 127.0.0.1, unable to reach any registry or Rekor.
 
-    One named policy, also the admission webhook's (so POST /v1/admission is fuzzed rather than
-    a 404), and no API tokens: authentication is off, every operation is reachable.
+    One named policy, also the admission webhook's and the Gatekeeper provider's tenant's (so
+    POST /v1/admission and /v1/gatekeeper are fuzzed rather than a 404), and no API tokens:
+    authentication is off, every operation is reachable.
     """
     workdir = tmp_path_factory.mktemp("contract-fuzz")
     policy_file = workdir / "policies.yaml"
@@ -146,6 +155,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]
             "SIGVERIFY_ALLOW_LOOPBACK": "false",
             "SIGVERIFY_POLICY_FILE": str(policy_file),
             "SIGVERIFY_ADMISSION_POLICY": NAMED_POLICY,
+            "SIGVERIFY_GATEKEEPER_TENANT": "platform",
         },
     )
     with running(server):

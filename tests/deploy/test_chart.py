@@ -62,7 +62,7 @@ def rendered(case: str) -> Rendered:
 def test_there_is_a_ci_values_file_per_optional_feature() -> None:
     features = {"redis-external", "redis-off", "servicemonitor", "webhook", "secrets", "hpa-off",
                 "networkpolicy-off", "digest", "config", "policies", "trust-roots",
-                "tuf-mirror", "airgapped"}  # fmt: skip
+                "tuf-mirror", "airgapped", "dashboard"}  # fmt: skip
     assert features <= set(CASES)
 
 

@@ -34,6 +34,7 @@ STEPS = {
 }
 PROMETHEUS_NAMES = (
     "sigverify_verifications_total",
+    "sigverify_verification_duration_seconds",
     "sigverify_step_duration_seconds",
     "sigverify_cache_lookups_total",
     "sigverify_upstream_errors_total",
@@ -179,6 +180,11 @@ def test_metrics_arrive_over_otlp(traced: Traced, registry_signer: RegistrySigne
     assert otlp.total("sigverify.verifications", result="error") >= 1
     assert otlp.total("sigverify.verifications", result="verified", reason="none") >= 2
     assert otlp.total("sigverify.verifications", result="failed", reason="no-signatures") >= 1
+    # The same verifications by policy (inline: the request's own), mode and outcome.
+    inline = {"policy": "inline", "mode": "enforce"}
+    wait_for(lambda: otlp.total("sigverify.verification.duration", **inline, outcome="error") == 1)
+    assert otlp.total("sigverify.verification.duration", **inline, outcome="verified") >= 2
+    assert otlp.total("sigverify.verification.duration", **inline, outcome="failed") >= 1
     wait_for(lambda: otlp.total("sigverify.upstream.errors", system="registry") >= 1)
     assert otlp.total("sigverify.upstream.errors", system="registry", reason="not-found") == 1
     assert otlp.total("sigverify.cache.lookups", cache="verdict", result="hit") >= 1
