@@ -29,9 +29,8 @@ import importlib.resources
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, redirect, request, url_for
+from flask import Blueprint, Response, request, url_for
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from werkzeug.wrappers import Response as BaseResponse
 
 from service.api.auth import REPORT_COOKIE, REPORT_PAGES, Viewer, page_viewer
 from service.api.reports import read_report
@@ -131,8 +130,13 @@ def _same_origin() -> bool:
     return origin is not None and origin == request.host_url.rstrip("/")
 
 
+def _see_other(location: str) -> Response:
+    """303 to the page, with no body."""
+    return Response(status=303, headers={"Location": location})
+
+
 @bp.post("/<policy>")
-def sign_in(policy: str) -> BaseResponse:
+def sign_in(policy: str) -> Response:
     """The page's form: `action=sign-in` with `token`, or `action=sign-out`."""
     if not _same_origin():
         return _page(
@@ -146,7 +150,7 @@ def sign_in(policy: str) -> BaseResponse:
     tokens = services().tokens
     action = request.form.get("action", "")
     if action == "sign-out" or not tokens.enabled:
-        response = redirect(back, 303)
+        response = _see_other(back)
         response.delete_cookie(REPORT_COOKIE, path=REPORT_PAGES, httponly=True, samesite="Strict")
         return response
     if action != "sign-in":
@@ -154,7 +158,7 @@ def sign_in(policy: str) -> BaseResponse:
     token = request.form.get("token", "").strip()
     if not token or tokens.tenant(token) is None:
         return _sign_in("That token was not accepted.")
-    response = redirect(back, 303)
+    response = _see_other(back)
     response.set_cookie(
         REPORT_COOKIE,
         token,
