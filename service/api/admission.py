@@ -1,4 +1,5 @@
-"""`POST /v1/admission`: a Kubernetes validating admission webhook (AdmissionReview v1).
+"""`POST /v1/admission`: a Kubernetes validating admission webhook (AdmissionReview v1), and
+`POST /v1/admission/mutate`, its mutating twin that pins verified digests (at the end).
 
 The API server sends a review of a Pod (created, updated, or given a debug container through its
 `ephemeralcontainers` subresource), or of a workload with a pod template (Deployment,
@@ -33,7 +34,14 @@ The API server sends none of the API tokens: while admission is configured the p
 (SIGVERIFY_ADMISSION_CLIENT_CA_FILE) or webhook token (SIGVERIFY_ADMISSION_TOKEN_FILE) instead;
 the NetworkPolicy (who may connect) and TLS (`SIGVERIFY_TLS_CERT_FILE`, the API server checking
 the certificate against the webhook's caBundle) protect it too. Admission reviews are not
-charged to a rate limit: the API server is one caller for every namespace.
+charged to a rate limit: the API server is one caller for every namespace. Every verification
+of a review is recorded in its policy's report (`service.reports`), with namespace and workload.
+
+The mutating webhook reviews the same objects under the same rules (namespaces, exemptions,
+policy, callers) and answers a JSON Patch that rewrites each image the request sets by tag and
+that verified to `name@<the digest verified>`. It never denies and never pins what did not
+verify: the API server runs it before the validating webhook, which then decides on the
+pinned object.
 """
 
 from __future__ import annotations
