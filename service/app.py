@@ -22,6 +22,8 @@ from service.api import (
     keys,
     observability,
     policies,
+    report_page,
+    reports,
     verify,
 )
 from service.api.auth import (
@@ -36,6 +38,7 @@ from service.core import CoreError, TrustRoot
 from service.keys import load_retired_keys, load_signing_key, published_keys
 from service.policies import PolicyFileError, PolicyStore
 from service.registry import RegistryClient, RegistryConfig, RegistryError
+from service.reports import Limits, ReportStore
 from service.state import Services, services
 from service.telemetry import Telemetry, TrustRootReading, metrics_dir
 from service.tlog import CircuitBreaker, RekorClient
@@ -115,6 +118,12 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
         admission_callers=load_admission_callers(settings),
         gatekeeper_callers=load_gatekeeper_callers(settings),
         telemetry=telemetry,
+        reports=ReportStore(
+            cache,
+            window=settings.report_window,
+            max_sightings=settings.report_max_sightings,
+            limits=Limits(settings.report_max_images, settings.report_max_names),
+        ),
     )
 
 
@@ -205,6 +214,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(admission.bp)
     app.register_blueprint(gatekeeper.bp)
     app.register_blueprint(policies.bp)
+    app.register_blueprint(reports.bp)
+    app.register_blueprint(report_page.bp)
     app.register_blueprint(badge.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(keys.bp)

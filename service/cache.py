@@ -19,8 +19,8 @@ import hmac
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,6 +81,15 @@ class Cache(Protocol):
         """Add `amount` to the counter `key` (created with a `ttl`-second life); the new
         value, or None when the cache is unreachable."""
 
+    def append(self, key: str, values: Sequence[bytes], *, max_items: int, ttl: float) -> None:
+        """Append `values` to the list `key` in one step, keep its newest `max_items`, and keep
+        each item for `ttl` seconds (the list lives `ttl` past its last append); never raises.
+        Concurrent appends (other threads, other pods) are all kept, up to the cap."""
+
+    def items(self, key: str, *, max_items: int) -> list[bytes]:
+        """The list's newest `max_items` items that are still valid (unexpired and, in
+        Redis, sealed by us), oldest first; [] when absent or the cache is unreachable."""
+
     def healthy(self) -> bool:
         """Whether the cache backend answers."""
 
@@ -93,12 +102,20 @@ class MemoryCache:
     """An in-process LRU with per-entry expiry, for development and single-process use."""
 
     def __init__(
-        self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_lists: int = 1024,
     ) -> None:
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._max = max_entries
         self._clock = clock
         self._lock = threading.Lock()
+        # Lists (`append`): key -> items as (expiry, value), oldest first; least recently
+        # appended lists go first beyond `max_lists`.
+        self._lists: OrderedDict[str, deque[tuple[float, bytes]]] = OrderedDict()
+        self._max_lists = max_lists
         self.stats = CacheStats()
 
     @property
@@ -135,6 +152,30 @@ class MemoryCache:
             self._data[key] = (item[0], str(value).encode())
             self._data.move_to_end(key)
             return value
+
+    def append(self, key: str, values: Sequence[bytes], *, max_items: int, ttl: float) -> None:
+        if ttl <= 0 or not values or max_items <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            found = self._lists.get(key)
+            if found is None or found.maxlen != max_items:
+                found = deque(found or (), maxlen=max_items)
+                self._lists[key] = found
+            found.extend((now + ttl, value) for value in values)
+            while found and found[0][0] <= now:  # items are appended in expiry order
+                found.popleft()
+            self._lists.move_to_end(key)
+            while len(self._lists) > self._max_lists:
+                self._lists.popitem(last=False)
+
+    def items(self, key: str, *, max_items: int) -> list[bytes]:
+        with self._lock:
+            now = self._clock()
+            found = list(self._lists.get(key) or ())
+        kept = [value for expiry, value in found[-max_items:] if expiry > now] if max_items else []
+        self.stats.record(key, bool(kept))
+        return kept
 
     def healthy(self) -> bool:
         return True
@@ -177,6 +218,14 @@ class Sealer:
         if int.from_bytes(expiry, "big") <= self._clock() * 1000:
             return None
         return value
+
+    def expired(self, sealed: bytes) -> bool:
+        """Whether `sealed` says its lifetime is over (read without checking the seal: an
+        expired value is dropped whoever wrote it, so it needs no other account)."""
+        if len(sealed) < self._HEADER or not sealed.startswith(self.VERSION):
+            return False
+        start = len(self.VERSION)
+        return int.from_bytes(sealed[start : start + 8], "big") <= self._clock() * 1000
 
 
 class RedisCache:
@@ -260,6 +309,49 @@ class RedisCache:
             log.warning("cache counter unavailable: %s", type(exc).__name__)
             return None
         return int(value)
+
+    def append(self, key: str, values: Sequence[bytes], *, max_items: int, ttl: float) -> None:
+        if ttl <= 0 or not values or max_items <= 0:
+            return
+        name = self._prefix + key
+        # Each item is sealed under the list's key: it cannot be moved to another list, forged,
+        # or kept past its own lifetime (the list's TTL restarts with every append).
+        sealed = [self._sealer.seal(key, value, ttl) for value in values]
+        try:
+            # MULTI/EXEC: RPUSH is atomic, so appends from every pod are kept; LTRIM drops the
+            # oldest beyond the cap.
+            pipe = self._client.pipeline(transaction=True)
+            pipe.rpush(name, *sealed)
+            pipe.ltrim(name, -max_items, -1)
+            pipe.pexpire(name, max(1, int(ttl * 1000)))
+            pipe.execute()
+        except redis.RedisError as exc:
+            self.stats.error(key, "write-error")
+            log.warning("cache list append dropped: %s", type(exc).__name__)
+
+    def items(self, key: str, *, max_items: int) -> list[bytes]:
+        if max_items <= 0:
+            return []
+        try:
+            # The newest `max_items` only, whatever a Redis writer may have grown the list to.
+            raw = self._client.lrange(self._prefix + key, -max_items, -1)
+        except redis.RedisError as exc:
+            self.stats.error(key, "read-error")
+            log.warning("cache list read failed, treating as empty: %s", type(exc).__name__)
+            self.stats.record(key, False)
+            return []
+        kept: list[bytes] = []
+        rejected = False
+        for item in raw:
+            value = self._sealer.open(key, item) if isinstance(item, bytes) else None
+            if value is not None:
+                kept.append(value)
+            elif not (isinstance(item, bytes) and self._sealer.expired(item)):
+                rejected = True
+        if rejected:
+            self._rejected(key)
+        self.stats.record(key, bool(kept))
+        return kept
 
     def healthy(self) -> bool:
         try:

@@ -611,6 +611,33 @@ SETTINGS: tuple[Setting, ...] = (
         "subject CN or a DNS SAN; empty: any certificate the CA signed.",
     ),
     Setting(
+        "report_window",
+        "604800",
+        _float(60, 90 * 86400),
+        "Seconds a verification under a named policy is kept for its report "
+        "(GET /v1/reports/{policy}); default 7 days.",
+    ),
+    Setting(
+        "report_max_sightings",
+        "5000",
+        _int(10, 100_000),
+        "Verifications a report keeps per policy in each of its four lists (admission or API, "
+        "denied or passed); beyond it the oldest go.",
+    ),
+    Setting(
+        "report_max_images",
+        "500",
+        _int(1, 10_000),
+        "Images one report lists (would-be-denied first); the rest are counted.",
+    ),
+    Setting(
+        "report_max_names",
+        "20",
+        _int(1, 1000),
+        "References, namespaces and workloads a report lists per image (most recent first); "
+        "the rest are counted.",
+    ),
+    Setting(
         "api_tokens",
         "",
         _tokens,
@@ -710,6 +737,10 @@ class Settings:
     gatekeeper_timeout: float = 2.0
     gatekeeper_client_ca_file: Path | None = None
     gatekeeper_client_names: tuple[str, ...] = ()
+    report_window: float = 604800.0
+    report_max_sightings: int = 5000
+    report_max_images: int = 500
+    report_max_names: int = 20
     api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_tokens_file: Path | None = None
     badges: bool = True

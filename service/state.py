@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from service.api.auth import AdmissionCallers, Tokens
     from service.policies import PolicyStore
     from service.registry import RegistryClient
+    from service.reports import ReportStore
     from service.telemetry import Telemetry
     from service.tlog import RekorClient
     from service.tlog.trust import TrustRootRefresher, TrustRootStore
@@ -39,6 +40,7 @@ class Services:
     admission_callers: AdmissionCallers
     gatekeeper_callers: AdmissionCallers
     telemetry: Telemetry
+    reports: ReportStore
 
     def start_background(self) -> None:
         """Start this process's background work (the trust-root refresher): in a serving

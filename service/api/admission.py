@@ -1,4 +1,5 @@
-"""`POST /v1/admission`: a Kubernetes validating admission webhook (AdmissionReview v1).
+"""`POST /v1/admission`: a Kubernetes validating admission webhook (AdmissionReview v1), and
+`POST /v1/admission/mutate`, its mutating twin that pins verified digests (at the end).
 
 The API server sends a review of a Pod (created, updated, or given a debug container through its
 `ephemeralcontainers` subresource), or of a workload with a pod template (Deployment,
@@ -33,11 +34,20 @@ The API server sends none of the API tokens: while admission is configured the p
 (SIGVERIFY_ADMISSION_CLIENT_CA_FILE) or webhook token (SIGVERIFY_ADMISSION_TOKEN_FILE) instead;
 the NetworkPolicy (who may connect) and TLS (`SIGVERIFY_TLS_CERT_FILE`, the API server checking
 the certificate against the webhook's caBundle) protect it too. Admission reviews are not
-charged to a rate limit: the API server is one caller for every namespace.
+charged to a rate limit: the API server is one caller for every namespace. Every verification
+of a review is recorded in its policy's report (`service.reports`), with namespace and workload.
+
+The mutating webhook reviews the same objects under the same rules (namespaces, exemptions,
+policy, callers) and answers a JSON Patch that rewrites each image the request sets by tag and
+that verified to `name@<the digest verified>`. It never denies and never pins what did not
+verify: the API server runs it before the validating webhook, which then decides on the
+pinned object.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -47,11 +57,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from service.api.batch import verify_all
-from service.api.errors import TYPE_BASE, ApiProblem
+from service.api.errors import ApiProblem, trouble
+from service.api.sightings import record_results
 from service.api.verify import ChosenPolicy
 from service.config import PREFIX, Settings, SettingsError
-from service.policies import AdmissionRules, Mode, PolicyStore
-from service.state import services
+from service.policies import AdmissionRules, Mode, NamedPolicy, PolicyStore
+from service.state import Services, services
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +108,19 @@ class ReviewError(ValueError):
 
 
 @dataclass(frozen=True)
+class Container:
+    """One container of the reviewed object: the JSON pointer to its `image`, the list it is
+    in (`containers`, `initContainers`, `ephemeralContainers`), its name, and its image."""
+
+    pointer: str
+    list_name: str
+    name: str | None
+    image: str
+
+
+@dataclass(frozen=True)
 class Review:
-    """What the webhook needs from an AdmissionReview request."""
+    """What the webhooks need from an AdmissionReview request."""
 
     uid: str
     operation: str
@@ -106,25 +128,21 @@ class Review:
     kind: str | None  # None for an operation that is not checked
     name: str | None
     images: tuple[str, ...]  # unique, in the order they appear
+    containers: tuple[Container, ...] = ()
+    # UPDATE: each container's image in `oldObject`, by (list, name); None when unknown.
+    previous: Mapping[tuple[str, str | None], str] | None = None
+    workload: str | None = None  # what a report names it by: `Deployment/web`, its owner's
 
-
-# An image that cannot be verified now, by its problem's type: what the answer says of it. Fixed
-# words, never the problem's detail, which carries what an upstream said.
-NOT_VERIFIABLE = {
-    "invalid-request": "not a valid image reference",
-    "registry-refused": "its registry may not be contacted from here",
-    "image-not-found": "not found in its registry",
-    "limit-exceeded": "its manifest or signatures are over a size or count limit",
-    "registry-timeout": "its registry did not answer in time",
-    "registry-unauthorized": "its registry refused access",
-    "registry-unavailable": "its registry could not be reached",
-    "registry-bad-response": "its registry gave an unusable answer",
-    "rekor-timeout": "the transparency log did not answer in time",
-    "rekor-unavailable": "the transparency log could not be reached",
-}
-# Problems whose detail is the webhook's own words (the time budget), shown as they are.
-OWN_DETAIL = frozenset({"verification-timeout"})
-UNEXPECTED = "sigverify failed unexpectedly (see its log)"
+    def changed(self) -> tuple[Container, ...]:
+        """The containers whose image this request sets: every one on CREATE; on UPDATE,
+        the new ones and those whose image differs from `oldObject` (none when it is
+        unknown), since changing a running Pod's image restarts that container."""
+        if self.operation == "CREATE":
+            return self.containers
+        if self.previous is None:
+            return ()
+        before = self.previous
+        return tuple(c for c in self.containers if before.get((c.list_name, c.name)) != c.image)
 
 
 @dataclass(frozen=True)
@@ -156,9 +174,11 @@ def _optional_str(value: Any, field: str) -> str | None:
     return value
 
 
-def pod_images(group: str, kind: str, obj: Any, where: str = "request.object") -> tuple[str, ...]:
-    """Every image of `obj`'s pod spec (containers, init and ephemeral containers), unique, in
-    order. A container without an image (allowed in templates) is skipped."""
+def pod_containers(
+    group: str, kind: str, obj: Any, where: str = "request.object"
+) -> tuple[Container, ...]:
+    """Every container of `obj`'s pod spec (containers, init and ephemeral containers) that
+    has an image, in order (a container without one, allowed in templates, is skipped)."""
     path = POD_SPECS.get((group, kind))
     if path is None:
         supported = ", ".join(k for _, k in POD_SPECS)
@@ -167,7 +187,8 @@ def pod_images(group: str, kind: str, obj: Any, where: str = "request.object") -
     for step in path:
         where = f"{where}.{step}"
         node = _mapping(node.get(step), where)
-    images: dict[str, None] = {}
+    pointer = "/" + "/".join(path)
+    found: list[Container] = []
     for list_name in CONTAINER_LISTS:
         containers = node.get(list_name)
         if containers is None:
@@ -176,10 +197,60 @@ def pod_images(group: str, kind: str, obj: Any, where: str = "request.object") -
             raise ReviewError(f"{where}.{list_name}", "expected a list")
         for index, container in enumerate(containers):
             at = f"{where}.{list_name}.{index}"
-            image = _optional_str(_mapping(container, at).get("image"), f"{at}.image")
+            entry = _mapping(container, at)
+            image = _optional_str(entry.get("image"), f"{at}.image")
             if image is not None:
-                images.setdefault(image.strip())
-    return tuple(images)
+                name = entry.get("name")
+                found.append(
+                    Container(
+                        f"{pointer}/{list_name}/{index}/image",
+                        list_name,
+                        name if isinstance(name, str) else None,
+                        image.strip(),
+                    )
+                )
+    return tuple(found)
+
+
+def pod_images(group: str, kind: str, obj: Any, where: str = "request.object") -> tuple[str, ...]:
+    """Every image of `obj`'s pod spec (containers, init and ephemeral containers), unique, in
+    order. A container without an image (allowed in templates) is skipped."""
+    return tuple(dict.fromkeys(c.image for c in pod_containers(group, kind, obj, where)))
+
+
+def _previous(group: str, kind: str, old: Any) -> Mapping[tuple[str, str | None], str] | None:
+    """The images of an UPDATE's `oldObject` by (list, container name); None when it is
+    missing or not understood (then no image counts as unchanged: nothing is pinned)."""
+    try:
+        return {(c.list_name, c.name): c.image for c in pod_containers(group, kind, old)}
+    except ReviewError:
+        return None
+
+
+def workload_of(req: Mapping[str, Any], kind: str, name: str | None) -> str:
+    """What a report names the reviewed object by: its controller (`ReplicaSet/web-7d9f`) for
+    a Pod a workload made, else `Kind/name` (`Pod/web-*` for a generated name). Never raises:
+    the object was checked only as far as its containers."""
+    obj = req.get("object")
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    meta = meta if isinstance(meta, Mapping) else {}
+    owners = meta.get("ownerReferences")
+    if isinstance(owners, list):
+        valid = [
+            o
+            for o in owners
+            if isinstance(o, Mapping)
+            and isinstance(o.get("kind"), str)
+            and isinstance(o.get("name"), str)
+        ]
+        owner = next((o for o in valid if o.get("controller") is True), None)
+        if owner is not None:
+            return f"{owner['kind']}/{owner['name']}"
+    given = name or meta.get("name")
+    if not isinstance(given, str) or not given:
+        generated = meta.get("generateName")
+        given = f"{generated}*" if isinstance(generated, str) and generated else "-"
+    return f"{kind}/{given}"
 
 
 def parse_review(body: Any) -> Review:
@@ -208,8 +279,20 @@ def parse_review(body: Any) -> Review:
         raise ReviewError("request.kind.group", "expected a string")
     if not isinstance(kind, str) or not kind:
         raise ReviewError("request.kind.kind", "expected a non-empty string")
-    images = pod_images(group, kind, req.get("object"))
-    return Review(uid, operation, namespace, kind, name, images)
+    containers = pod_containers(group, kind, req.get("object"))
+    images = tuple(dict.fromkeys(c.image for c in containers))
+    previous = _previous(group, kind, req.get("oldObject")) if operation == "UPDATE" else None
+    return Review(
+        uid,
+        operation,
+        namespace,
+        kind,
+        name,
+        images,
+        containers,
+        previous,
+        workload_of(req, kind, name),
+    )
 
 
 def image_label(result: Mapping[str, Any]) -> str:
@@ -234,8 +317,7 @@ def failure_of(result: Mapping[str, Any]) -> Failure | None:
         return Failure(image, _clip(str(reasons[0]), MAX_REASON_CHARS), operational=False)
     problem = result.get("problem") or {}
     detail = str(problem.get("detail") or "verification failed")
-    kind = str(problem.get("type") or "").removeprefix(TYPE_BASE)
-    said = detail if kind in OWN_DETAIL else NOT_VERIFIABLE.get(kind, UNEXPECTED)
+    kind, said = trouble(problem)
     reason = _clip(f"cannot be verified now: {said}", MAX_REASON_CHARS)
     return Failure(image, reason, operational=True, detail=f"{kind}: {detail}")
 
@@ -313,11 +395,9 @@ def _refuse(uid: str, code: int, message: str) -> Response:
     return _answer({"uid": uid, "allowed": False, "status": {"code": code, "message": message}})
 
 
-@bp.post("/admission")
-def admission() -> Response:
-    svc = services()
-    # The budget counts from here: the API server's timeoutSeconds started a little earlier.
-    deadline = time.monotonic() + svc.settings.admission_timeout
+def _review(svc: Services) -> Review:
+    """The request's review; a 404 problem while admission is not configured, a 400 one
+    naming the field of a malformed review."""
     if not svc.admission_configured:
         raise ApiProblem(
             404,
@@ -329,7 +409,7 @@ def admission() -> Response:
     # A Pod with many containers is larger than a verification request.
     request.max_content_length = max(svc.settings.max_body_bytes, MAX_REVIEW_BYTES)
     try:
-        review = parse_review(request.get_json(silent=True))
+        return parse_review(request.get_json(silent=True))
     except ReviewError as exc:
         raise ApiProblem(
             400,
@@ -338,27 +418,33 @@ def admission() -> Response:
             kind="invalid-request",
             errors={exc.field: [exc.message]},
         ) from None
+
+
+@dataclass(frozen=True)
+class _Applies:
+    """What the policy file says of a review's namespace: exempt, a policy's name (None: no
+    policy applies), and the policy itself (None: that name is no longer in the file)."""
+
+    exempt: bool
+    name: str | None
+    named: NamedPolicy | None
+
+
+def _applies(svc: Services, review: Review) -> _Applies:
     current = svc.policies.current()  # one version of the file for the whole review
     rules = current.admission
-    if review.namespace in exempt_namespaces(svc.settings, rules) or not review.images:
-        return _answer({"uid": review.uid, "allowed": True})
+    if review.namespace in exempt_namespaces(svc.settings, rules):
+        return _Applies(True, None, None)
     name = policy_name_for(review.namespace, rules, svc.settings.admission_policy)
-    if name is None:  # fail closed: the webhook was asked, so the namespace was meant to be checked
-        return _refuse(
-            review.uid,
-            DENIED_CODE,
-            f"sigverify: no admission policy for namespace {review.namespace!r}: list it under "
-            "admission.namespaces in the policy file, or set admission.default",
-        )
-    named = current.policies.get(name)
-    if named is None:  # the file changed since the start: fail closed
-        return _refuse(
-            review.uid,
-            500,
-            f"sigverify: the admission policy {name!r} is no longer in the policy file",
-        )
-    chosen = ChosenPolicy(named.policy, named.name, named.mode)
-    jobs = [(image, chosen) for image in review.images]
+    return _Applies(False, name, None if name is None else current.policies.get(name))
+
+
+def _verify(
+    svc: Services, images: Sequence[str], named: NamedPolicy, deadline: float
+) -> tuple[list[tuple[str, ChosenPolicy]], list[dict[str, Any]]]:
+    """Each image verified under `named` by `deadline`: the jobs and their results."""
+    chosen = ChosenPolicy(named.policy, named.name, named.mode, named.tenant)
+    jobs = [(image, chosen) for image in images]
     budget = svc.settings.admission_timeout
     results = verify_all(
         svc,
@@ -366,6 +452,34 @@ def admission() -> Response:
         timeout=max(0.0, deadline - time.monotonic()),
         late=f"not verified within the time budget of {budget:g}s",
     )
+    return jobs, results
+
+
+@bp.post("/admission")
+def admission() -> Response:
+    svc = services()
+    # The budget counts from here: the API server's timeoutSeconds started a little earlier.
+    deadline = time.monotonic() + svc.settings.admission_timeout
+    review = _review(svc)
+    applies = _applies(svc, review)
+    if applies.exempt or not review.images:
+        return _answer({"uid": review.uid, "allowed": True})
+    if applies.name is None:  # fail closed: the webhook was asked, so it was meant to be checked
+        return _refuse(
+            review.uid,
+            DENIED_CODE,
+            f"sigverify: no admission policy for namespace {review.namespace!r}: list it under "
+            "admission.namespaces in the policy file, or set admission.default",
+        )
+    named = applies.named
+    if named is None:  # the file changed since the start: fail closed
+        return _refuse(
+            review.uid,
+            500,
+            f"sigverify: the admission policy {applies.name!r} is no longer in the policy file",
+        )
+    jobs, results = _verify(svc, review.images, named, deadline)
+    record_results(jobs, results, "admission", namespace=review.namespace, workload=review.workload)
     failures = [f for f in map(failure_of, results) if f is not None]
     response = decide(review.uid, named.name, named.mode, len(review.images), failures)
     if failures:
@@ -380,3 +494,74 @@ def admission() -> Response:
             "; ".join(f"{f.image}: {f.logged}" for f in failures),
         )
     return _answer(response)
+
+
+# -- pinning: the mutating webhook ---------------------------------------------------------------
+
+
+def pinned(image: str, digest: str) -> str | None:
+    """`image` pinned to `digest`, keeping its name as written and dropping its tag
+    (`nginx:1.25` -> `nginx@sha256:...`, `ghcr.io/a/b` -> `ghcr.io/a/b@sha256:...`); None for
+    an image that names a digest already (`name@sha256:...`, `name:tag@sha256:...`)."""
+    if "@" in image:
+        return None
+    colon = image.rfind(":")
+    name = image[:colon] if colon > image.rfind("/") else image  # `host:port/x` has no tag
+    return f"{name}@{digest}"
+
+
+def pin_patch(containers: Sequence[Container], digests: Mapping[str, str]) -> list[dict[str, str]]:
+    """A JSON Patch (RFC 6902) with one `replace` per container whose image is in `digests`
+    (image as written -> the digest verified for it) and not already pinned."""
+    patch: list[dict[str, str]] = []
+    for c in containers:
+        digest = digests.get(c.image)
+        value = None if digest is None else pinned(c.image, digest)
+        if value is not None:
+            patch.append({"op": "replace", "path": c.pointer, "value": value})
+    return patch
+
+
+def verified_digest(result: Mapping[str, Any]) -> str | None:
+    """The digest a batch result verified, or None when it did not verify."""
+    verdict = result.get("verdict") or {}
+    if verdict.get("verified") is not True:
+        return None
+    digest = (verdict.get("image") or {}).get("digest")
+    return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
+
+
+@bp.post("/admission/mutate")
+def mutate() -> Response:
+    """The mutating webhook: every image the request sets by tag that verifies under the
+    namespace's policy is rewritten to the digest that was verified, so the kubelet pulls
+    exactly that even if the tag moves. It never denies (the validating webhook does): an
+    image that does not verify, or cannot be verified now, is left as it is, never pinned to
+    a digest that was not verified, whatever the policy's mode."""
+    svc = services()
+    deadline = time.monotonic() + svc.settings.admission_timeout
+    review = _review(svc)
+    applies = _applies(svc, review)
+    allowed: dict[str, Any] = {"uid": review.uid, "allowed": True}
+    targets = tuple(c for c in review.changed() if "@" not in c.image)
+    if applies.exempt or applies.named is None or not targets:
+        return _answer(allowed)
+    images = list(dict.fromkeys(c.image for c in targets))
+    _, results = _verify(svc, images, applies.named, deadline)
+    digests = {
+        image: digest
+        for image, result in zip(images, results, strict=True)
+        if (digest := verified_digest(result)) is not None
+    }
+    patch = pin_patch(targets, digests)
+    left = [image for image in images if image not in digests]
+    summary = f"pinned {len(digests)} of {len(images)} image(s) given by tag to the verified digest"
+    if left:
+        summary += "; not verified, so not pinned: " + ", ".join(left)
+    log.info("admission %s (mutate) of %s %s/%s: %s", review.uid, review.kind,
+             review.namespace or "-", review.name or "-", summary)  # fmt: skip
+    allowed["auditAnnotations"] = {"pinned": _clip(summary, MAX_ANNOTATION_CHARS)}
+    if patch:
+        allowed["patchType"] = "JSONPatch"
+        allowed["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return _answer(allowed)

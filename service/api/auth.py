@@ -54,6 +54,13 @@ ADMISSION_PATH = "/v1/admission"
 # Needs no API token while the Gatekeeper provider is on (SIGVERIFY_GATEKEEPER_TENANT): Gatekeeper
 # sends none; its client certificate (`check_admission_caller` with its own callers) does instead.
 GATEKEEPER_PREFIX = "/v1/gatekeeper/"
+ADMISSION_PATHS = frozenset({ADMISSION_PATH, "/v1/admission/mutate"})  # validating, mutating
+# The report pages (`service.api.report_page`) for people in a browser: a token in the
+# Authorization header or in this cookie, which a sign-in form sets (HttpOnly, SameSite=Strict,
+# Secure over HTTPS, path /reports/). The cookie is accepted on these pages only, never by the
+# API: a browser that sends it along cannot be made to act on the API.
+REPORT_PAGES = "/reports/"
+REPORT_COOKIE = "sigverify_token"
 AUTH_OFF_WARNING = (
     f"no API tokens configured ({PREFIX}API_TOKENS, {PREFIX}API_TOKENS_FILE): every caller may "
     "use every policy"
@@ -241,7 +248,7 @@ def check_admission_caller(
 
 def is_public(path: str, *, admission: bool = False) -> bool:
     """Whether `path` needs no token; the admission webhook only when `admission` is configured."""
-    if admission and path == ADMISSION_PATH:
+    if admission and path in ADMISSION_PATHS:
         return True
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
@@ -252,7 +259,7 @@ def authenticate(tokens: Tokens) -> None:
     g.tenant = None
     svc = services()
     admission = svc.admission_configured
-    if admission and request.path == ADMISSION_PATH:
+    if admission and request.path in ADMISSION_PATHS:
         check_admission_caller(svc.admission_callers)
         return
     if svc.settings.gatekeeper_tenant is not None and request.path.startswith(GATEKEEPER_PREFIX):
@@ -266,6 +273,8 @@ def authenticate(tokens: Tokens) -> None:
         return
     if not tokens.enabled or is_public(request.path, admission=admission):
         return
+    if request.path.startswith(REPORT_PAGES):
+        return  # the page asks for sign-in itself (`page_viewer`), in HTML
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     tenant = tokens.tenant(token.strip()) if scheme.lower() == "bearer" and token else None
     if tenant is None:
@@ -277,6 +286,29 @@ def authenticate(tokens: Tokens) -> None:
             headers={"WWW-Authenticate": 'Bearer realm="sigverify"'},
         )
     g.tenant = tenant
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at a report page: `tenant` (None with authentication off), and whether the
+    token came in the sign-in cookie (the page then offers to sign out)."""
+
+    tenant: str | None
+    by_cookie: bool = False
+
+
+def page_viewer(tokens: Tokens) -> Viewer | None:
+    """The viewer of a report page, or None: authentication is on and neither the
+    Authorization header nor the sign-in cookie holds a valid token (the page asks for one)."""
+    if not tokens.enabled:
+        return Viewer(None)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        tenant = tokens.tenant(token.strip())
+        return None if tenant is None else Viewer(tenant)
+    cookie = request.cookies.get(REPORT_COOKIE, "")
+    tenant = tokens.tenant(cookie) if cookie else None
+    return None if tenant is None else Viewer(tenant, by_cookie=True)
 
 
 def current_tenant() -> str | None:

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 from service.api.errors import ApiProblem, operational_problem, unexpected_problem
 from service.api.ratelimit import charge
 from service.api.schemas import BatchRequestSchema
+from service.api.sightings import record_results
 from service.api.verify import ChosenPolicy, choose_policy, load_body
 from service.registry import parse_reference
 from service.state import Services, services
@@ -35,7 +36,9 @@ def verify_batch() -> Response:
         assert chosen is not None  # the schema refuses an image without one
         jobs.append((item["image"], chosen))
     charge(len(jobs))
-    return jsonify(batch_answer(verify_all(svc, jobs)))
+    results = verify_all(svc, jobs)
+    record_results(jobs, results, "batch")
+    return jsonify(batch_answer(results))
 
 
 def batch_answer(results: list[dict[str, Any]]) -> dict[str, Any]:

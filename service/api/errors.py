@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, json, request
@@ -105,6 +106,34 @@ def registry_problem(exc: registry.RegistryError) -> ApiProblem:
                 extra["errors"] = {"image": [str(exc)]}
             return ApiProblem(status, title, f"registry: {exc}", kind=name, **extra)
     raise AssertionError("RegistryError is the last row")  # pragma: no cover
+
+
+# An image that cannot be verified now, by its problem's type: how answers that others read
+# (admission messages, reports) name its trouble. Fixed words, never the problem's detail,
+# which carries what an upstream said.
+NOT_VERIFIABLE = {
+    "invalid-request": "not a valid image reference",
+    "registry-refused": "its registry may not be contacted from here",
+    "image-not-found": "not found in its registry",
+    "limit-exceeded": "its manifest or signatures are over a size or count limit",
+    "registry-timeout": "its registry did not answer in time",
+    "registry-unauthorized": "its registry refused access",
+    "registry-unavailable": "its registry could not be reached",
+    "registry-bad-response": "its registry gave an unusable answer",
+    "rekor-timeout": "the transparency log did not answer in time",
+    "rekor-unavailable": "the transparency log could not be reached",
+}
+# Problems whose detail is the service's own words (the admission time budget), shown as they are.
+OWN_DETAIL = frozenset({"verification-timeout"})
+UNEXPECTED = "sigverify failed unexpectedly (see its log)"
+
+
+def trouble(problem: Mapping[str, Any]) -> tuple[str, str]:
+    """A problem body's type (without the base) and its trouble in fixed words."""
+    kind = str(problem.get("type") or "").removeprefix(TYPE_BASE)
+    if kind in OWN_DETAIL:
+        return kind, str(problem.get("detail") or kind)
+    return kind, NOT_VERIFIABLE.get(kind, UNEXPECTED)
 
 
 def operational_problem(exc: Exception) -> ApiProblem | None:

@@ -14,8 +14,10 @@ from service.api.body import InvalidJSON, loads
 from service.api.errors import ApiProblem
 from service.api.ratelimit import charge
 from service.api.schemas import VerifyRequestSchema
-from service.policies import Mode
+from service.api.sightings import record, trouble_outcome
+from service.policies import Mode, NamedPolicy
 from service.registry import parse_reference
+from service.reports import Outcome
 from service.state import services
 from service.verification import Verification
 
@@ -92,11 +94,12 @@ def build_policy(raw: dict[str, Any], field: str = "policy") -> core.Policy:
 
 @dataclass(frozen=True)
 class ChosenPolicy:
-    """The policy a request names or carries, with its name and mode."""
+    """The policy a request names or carries, with its name, mode and (named) tenant."""
 
     policy: core.Policy
     name: str | None
     mode: Mode
+    tenant: str | None = None
 
     def outcome(self, verification: Verification) -> dict[str, Any]:
         """The verdict as answered: with the mode, and whether a failure is enforced."""
@@ -109,15 +112,22 @@ class ChosenPolicy:
         }
 
 
+def visible_policy(name: str, tenant: str | None) -> NamedPolicy | None:
+    """The named policy `tenant` may use (any, with auth off), or None: another tenant's
+    policy is answered as if it did not exist."""
+    named = services().policies.get(name)
+    if named is None or (tenant is not None and named.tenant != tenant):
+        return None
+    return named
+
+
 def choose_policy(item: dict[str, Any], prefix: str = "") -> ChosenPolicy:
     """An item's inline `policy` or its `policyName`, as the caller's tenant may use it."""
     svc = services()
     if "policyName" in item:
         name = item["policyName"]
-        named = svc.policies.get(name)
-        tenant = current_tenant()
-        if named is None or (tenant is not None and named.tenant != tenant):
-            # Another tenant's policy is answered as if it did not exist.
+        named = visible_policy(name, current_tenant())
+        if named is None:
             raise ApiProblem(
                 404,
                 "Not Found",
@@ -125,7 +135,7 @@ def choose_policy(item: dict[str, Any], prefix: str = "") -> ChosenPolicy:
                 kind="policy-not-found",
                 errors={f"{prefix}policyName": ["no such policy"]},
             )
-        return ChosenPolicy(named.policy, named.name, named.mode)
+        return ChosenPolicy(named.policy, named.name, named.mode, named.tenant)
     if not svc.settings.inline_policies:
         raise ApiProblem(
             403,
@@ -142,7 +152,12 @@ def verify() -> Response:
     body = load_body(VerifyRequestSchema())
     chosen = choose_policy(body)
     charge()
-    result = services().verifier.verify(
-        parse_reference(body["image"]), chosen.policy, policy_name=chosen.name, mode=chosen.mode
-    )
+    try:
+        result = services().verifier.verify(
+            parse_reference(body["image"]), chosen.policy, policy_name=chosen.name, mode=chosen.mode
+        )
+    except Exception as exc:
+        record(chosen, "verify", [(body["image"], trouble_outcome(exc, chosen))])
+        raise
+    record(chosen, "verify", [(body["image"], Outcome.of_verdict(result.verdict))])
     return jsonify(chosen.outcome(result))

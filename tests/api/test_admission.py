@@ -17,8 +17,6 @@ import pytest
 from service.api.admission import (
     MAX_ANNOTATION_CHARS,
     MAX_WARNING_CHARS,
-    NOT_VERIFIABLE,
-    UNEXPECTED,
     Failure,
     ReviewError,
     decide,
@@ -29,7 +27,13 @@ from service.api.admission import (
     pod_images,
     policy_name_for,
 )
-from service.api.errors import REGISTRY_PROBLEMS, TYPE_BASE, operational_problem
+from service.api.errors import (
+    NOT_VERIFIABLE,
+    REGISTRY_PROBLEMS,
+    TYPE_BASE,
+    UNEXPECTED,
+    operational_problem,
+)
 from service.app import create_app
 from service.config import Settings, SettingsError
 from service.policies import AdmissionRules, PolicyStore

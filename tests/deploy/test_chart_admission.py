@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from service.api.admission import POD_SPECS
+from service.api.auth import ADMISSION_PATHS
 from service.config import SETTINGS
 from service.policies import parse_policy_file
+from tests.contract import spec
 from tests.deploy import helm
 from tests.deploy.helm import CHART, RELEASE
 from tests.deploy.test_chart import _container_env, rendered
@@ -310,3 +312,49 @@ def test_notes_say_what_the_api_server_must_present() -> None:
     assert "a token from Secret sigverify-webhook-token" in notes
     assert f"{RELEASE}.verify.svc:8080" in notes
     assert "admissionWebhook.clientAuth" in _notes("webhook")
+
+
+# ---- the mutating webhook: pinning verified digests -------------------------------------------
+
+
+def test_the_mutating_webhook_is_the_validating_one_pointed_at_the_pinning_path() -> None:
+    """Same service, port, TLS (caBundle), selectors, rules, failure policy and budget, so it
+    reviews exactly what the validating webhook reviews; mutating webhooks run first, so the
+    validating one then sees the pinned digests."""
+    r = rendered("webhook-mutate")
+    values = yaml.safe_load((CHART / "ci" / "webhook-mutate-values.yaml").read_text())
+    (validating,) = r.get("ValidatingWebhookConfiguration")["webhooks"]
+    (mutating,) = r.get("MutatingWebhookConfiguration")["webhooks"]
+    assert mutating["name"] == "pin.sigverify.dev" != validating["name"]
+    assert mutating["clientConfig"]["service"]["path"] == "/v1/admission/mutate"
+    assert validating["clientConfig"]["service"]["path"] == "/v1/admission"
+    assert (
+        mutating["reinvocationPolicy"] == values["admissionWebhook"]["mutate"]["reinvocationPolicy"]
+    )
+    assert mutating["sideEffects"] == "None"
+    same = {k: v for k, v in validating.items() if k not in ("name", "clientConfig")}
+    assert {k: v for k, v in mutating.items() if k in same} == same
+    service = dict(mutating["clientConfig"]["service"], path="/v1/admission")
+    assert {**mutating["clientConfig"], "service": service} == validating["clientConfig"]
+    assert _rule_matches(mutating["rules"][0], _request("pod-create.json"))
+    # The path is the service's, and one it answers without an API token (the API server has
+    # none; it presents the webhook token wired here, as for the validating webhook).
+    assert ("/v1/admission/mutate", "post") in {
+        (path, method) for path, item in spec()["paths"].items() for method in item
+    }
+    assert "/v1/admission/mutate" in ADMISSION_PATHS
+    assert _container_env(r)["SIGVERIFY_ADMISSION_TOKEN_FILE"]
+    from tests.deploy.test_chart import _notes
+
+    assert "POST /v1/admission/mutate first" in _notes("webhook-mutate")
+
+
+def test_pinning_is_off_unless_asked_for_and_needs_the_validating_webhook() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["admissionWebhook"]["mutate"]
+    assert defaults == {"enabled": False, "reinvocationPolicy": "IfNeeded"}
+    for case in ("defaults", "webhook", "webhook-namespaces"):
+        assert not rendered(case).has("MutatingWebhookConfiguration"), case
+    message = helm.template_error(sets=["admissionWebhook.mutate.enabled=true"])
+    assert "admissionWebhook.mutate.enabled needs admissionWebhook.enabled" in message
+    bad = helm.template_error(sets=["admissionWebhook.mutate.reinvocationPolicy=Sometimes"])
+    assert "/admissionWebhook/mutate/reinvocationPolicy" in bad

@@ -164,7 +164,13 @@ def by_digest(image: Image) -> str:
 
 
 @pytest.mark.parametrize(
-    "name", ["pod-create.json", "deployment-update.json", "pod-ephemeralcontainers-update.json"]
+    "name",
+    [
+        "pod-create.json",
+        "deployment-update.json",
+        "pod-ephemeralcontainers-update.json",
+        "cronjob-create.json",
+    ],
 )
 def test_the_data_files_have_the_documented_shape(name: str) -> None:
     request = review(name, "shop", "a", "b")["request"]

@@ -152,6 +152,9 @@ Refuse contradictory values early, with the value named.
 {{- if and .Values.admissionWebhook.enabled (not .Values.admissionWebhook.tls.existingSecret) }}
 {{- fail "admissionWebhook.enabled needs admissionWebhook.tls.existingSecret: a kubernetes.io/tls Secret the pods serve HTTPS with" }}
 {{- end }}
+{{- if and .Values.admissionWebhook.mutate.enabled (not .Values.admissionWebhook.enabled) }}
+{{- fail "admissionWebhook.mutate.enabled needs admissionWebhook.enabled: pinning goes with the validating webhook, which denies what does not verify" }}
+{{- end }}
 {{- $auth := .Values.admissionWebhook.clientAuth }}
 {{- if and (or $auth.certificate.caConfigMap $auth.token.existingSecret) (not .Values.admissionWebhook.enabled) }}
 {{- fail "admissionWebhook.clientAuth needs admissionWebhook.enabled: it is what the API server presents to the webhook" }}
