@@ -13,6 +13,7 @@ from service.api import (
     admission,
     badge,
     batch,
+    budget,
     bundle,
     docs,
     errors,
@@ -57,12 +58,13 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
     except CoreError as exc:
         raise SettingsError(f"trusted root from {source.origin}: {exc}") from None
     more_trust = tuple(_named_trust_root(name, path) for name, path in settings.trust_roots)
-    cache = make_cache(settings.redis_url)
+    cache = make_cache(settings.redis_url, max_value_bytes=settings.cache_max_value_bytes)
     signing_key = load_signing_key(settings.signing_key_file, settings.data_dir)
     registry = RegistryClient(RegistryConfig.from_settings(settings))
     rekor = _rekor_client(settings, trust, cache)
     telemetry = Telemetry(multiprocess_dir=metrics_dir())
     cache.stats.observers.append(telemetry.cache_event)
+    telemetry.watch_breaker("registry", lambda: registry.breaker_state)  # its worst host's
     if rekor is not None:
         telemetry.watch_breaker("rekor", lambda: rekor.breaker_state)
     verifier = VerificationService(
@@ -72,6 +74,7 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
         trust=trust,
         signing_key=signing_key,
         verdict_ttl=settings.verdict_ttl,
+        manifest_ttl=settings.manifest_ttl,
         max_search_entries=settings.max_signatures,
         telemetry=telemetry,
         more_trust=more_trust,
@@ -166,6 +169,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sigverify"] = build_services(settings, strict_policies=False)
     errors.install(app)
     observability.install(app)  # first: its span covers the other hooks
+    budget.install(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(verify.bp)
     app.register_blueprint(bundle.bp)

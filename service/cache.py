@@ -2,12 +2,15 @@
 
 Values are bytes; callers serialise. Every cache counts hits, misses and errors per namespace so
 metrics and tests can see what it does. A Redis outage never fails a request: reads become
-misses, writes are dropped, and `healthy()` says so for `/readyz`.
+misses, writes are dropped, and `healthy()` says so for `/readyz`. No value over
+`max_value_bytes` is stored (counted as `too_large`): what an upstream serves is cached only
+up to that size, so it cannot fill a shared, evicting cache.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -17,19 +20,24 @@ from typing import Protocol
 
 import redis
 
+from service.outbound import DeadlineExceeded, deadline
+
 log = logging.getLogger(__name__)
+
+MAX_VALUE_BYTES = 1 << 20
 
 
 @dataclass
 class CacheStats:
     """Hit, miss and error counts per namespace (the part of a key before the first ':').
 
-    Each observer is called with every event (`hit`, `miss`, `read-error`, `write-error`) and
-    the key's namespace; metrics subscribe here.
+    Each observer is called with every event (`hit`, `miss`, `too-large`, `read-error`,
+    `write-error`) and the key's namespace; metrics subscribe here.
     """
 
     hits: dict[str, int] = field(default_factory=dict)
     misses: dict[str, int] = field(default_factory=dict)
+    too_large: dict[str, int] = field(default_factory=dict)  # values refused by the size cap
     errors: int = 0
     observers: list[Callable[[str, str], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -40,6 +48,13 @@ class CacheStats:
             target = self.hits if hit else self.misses
             target[namespace] = target.get(namespace, 0) + 1
         self._notify("hit" if hit else "miss", namespace)
+
+    def refused(self, key: str) -> None:
+        """A value over the size cap was not stored."""
+        namespace = key.split(":", 1)[0]
+        with self._lock:
+            self.too_large[namespace] = self.too_large.get(namespace, 0) + 1
+        self._notify("too-large", namespace)
 
     def error(self, key: str = "", event: str = "error") -> None:
         with self._lock:
@@ -60,7 +75,8 @@ class Cache(Protocol):
         """The value under `key`, or None when absent, expired or the cache is unreachable."""
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
-        """Store `value` for `ttl` seconds; never raises."""
+        """Store `value` for `ttl` seconds, unless it is over the cache's size cap; never
+        raises."""
 
     def incr(self, key: str, amount: int, ttl: float) -> int | None:
         """Add `amount` to the counter `key` (created with a `ttl`-second life); the new
@@ -78,10 +94,15 @@ class MemoryCache:
     """An in-process LRU with per-entry expiry, for development and single-process use."""
 
     def __init__(
-        self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_value_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._max = max_entries
+        self._max_value = max_value_bytes
         self._clock = clock
         self._lock = threading.Lock()
         self.stats = CacheStats()
@@ -103,6 +124,9 @@ class MemoryCache:
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
+            return
+        if len(value) > self._max_value:
+            self.stats.refused(key)
             return
         with self._lock:
             self._data[key] = (self._clock() + ttl, value)
@@ -128,7 +152,15 @@ class MemoryCache:
 class RedisCache:
     """A Redis-backed cache. Errors are logged, counted and turned into misses."""
 
-    def __init__(self, url: str, *, prefix: str = "sigverify:", timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "sigverify:",
+        timeout: float = 0.5,
+        max_value_bytes: int = MAX_VALUE_BYTES,
+    ) -> None:
+        self._max_value = max_value_bytes
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -156,6 +188,9 @@ class RedisCache:
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
             return
+        if len(value) > self._max_value:
+            self.stats.refused(key)
+            return
         try:
             self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
         except redis.RedisError as exc:
@@ -182,11 +217,11 @@ class RedisCache:
             return False
 
 
-def make_cache(redis_url: str | None) -> Cache:
+def make_cache(redis_url: str | None, *, max_value_bytes: int = MAX_VALUE_BYTES) -> Cache:
     """Redis when a URL is configured, the in-process LRU otherwise."""
     if redis_url:
-        return RedisCache(redis_url)
-    return MemoryCache()
+        return RedisCache(redis_url, max_value_bytes=max_value_bytes)
+    return MemoryCache(max_value_bytes=max_value_bytes)
 
 
 class SingleFlight:
@@ -204,7 +239,10 @@ class SingleFlight:
                 call = _Call()
                 self._calls[key] = call
         if not leader:
-            call.done.wait()
+            # Not past the request's deadline: the leader may be working for a longer one.
+            left = deadline.time_left()
+            if not call.done.wait(None if math.isinf(left) else left):
+                raise DeadlineExceeded(f"waited for an identical lookup in flight ({key})")
             if call.error is not None:
                 raise call.error
             return call.result

@@ -24,10 +24,12 @@ keyfile = str(_settings.tls_key_file) if _settings.tls_key_file else None
 workers = _settings.workers
 threads = _settings.threads
 loglevel = _settings.log_level.lower()
-worker_class = "gthread"
+# gthread, except that a request reaches a thread only once it has all arrived, within
+# SIGVERIFY_CLIENT_TIMEOUT (see service.gunicorn_worker): slow clients hold no thread.
+worker_class = "service.gunicorn_worker.ReadingWorker"
 timeout = 30
 graceful_timeout = 20
-keepalive = 5
+keepalive = 5  # seconds a connection may stay silent (kept alive, or before its first byte)
 # A badge URL carries a whole image reference (up to 512 characters, percent-encoded up to three
 # times that): room for it, still far below what would let a request line burn memory.
 limit_request_line = 8190

@@ -23,7 +23,8 @@ counters):
   error (`registry-timeout`, `rekor-unavailable` ...);
 - `sigverify.step.duration` {step}: seconds per step (`registry.resolve`, `verdict_cache.get`,
   `registry.discover`, `rekor.lookup`, `core.verify`, `verdict.sign`, `verdict_cache.set`);
-- `sigverify.cache.lookups` {cache, result}: reads per cache (`verdict`, `rekor`), hit or miss;
+- `sigverify.cache.lookups` {cache, result}: reads per cache (`verdict`, `rekor`), hit or miss,
+  and writes refused by the size cap (`too-large`);
 - `sigverify.upstream.errors` {system, reason}: registry, Rekor and Redis failures;
 - `sigverify.circuit_breaker.state` {upstream}: 0 closed, 1 half-open, 2 open;
 - `http.server.request.duration` {http.request.method, http.route, http.response.status_code}.
@@ -281,7 +282,7 @@ CACHE_LOOKUPS = _Spec(
     "sigverify.cache.lookups",
     "counter",
     "{lookup}",
-    "Cache reads, by cache (verdict, rekor) and result (hit, miss).",
+    "Cache reads by cache (verdict, rekor) and result (hit, miss); too-large: writes refused.",
     ("cache", "result"),
 )
 UPSTREAM_ERRORS = _Spec(
@@ -401,9 +402,12 @@ class Telemetry:
         self._add(UPSTREAM_ERRORS, self._upstream, 1, {"system": system, "reason": reason})
 
     def cache_event(self, event: str, namespace: str) -> None:
-        """A `CacheStats` observer: hits and misses per cache, errors as Redis failures."""
+        """A `CacheStats` observer: hits and misses per cache, values refused as too large,
+        errors as Redis failures."""
         if event in ("hit", "miss"):
             self.cache_lookup(namespace, event == "hit")
+        elif event == "too-large":
+            self._add(CACHE_LOOKUPS, self._cache, 1, {"cache": namespace, "result": event})
         else:
             self.upstream_error("redis", event)
 

@@ -20,6 +20,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from typing import Any, Concatenate, ParamSpec
 from service import core, verdicts
 from service.cache import Cache, SingleFlight
 from service.keys import SigningKey
+from service.outbound import DeadlineExceeded
 from service.registry import (
     Discovery,
     ImageReference,
@@ -44,8 +46,13 @@ from service.tlog import RekorClient, TlogError, TlogTimeout, TlogUnavailable
 log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
-MANIFEST_TTL = 7 * 24 * 3600.0  # manifests by digest never change
+MANIFEST_TTL = 3600.0  # content-addressed, but served by whoever runs the registry: not for long
 DEGRADED_TTL = 30.0  # seconds a verdict resting on a SET during a Rekor outage stays cached
+# What a verdict lists of an index: its registry chose how many platforms and what they say.
+MAX_PLATFORMS = 32  # listed; past that they are counted
+MAX_PLATFORM_KINDS = 16  # os/architecture pairs counted by name in the summary
+MAX_PLATFORM_CHARS = 128  # per listed value
+PLATFORM_FIELDS = ("os", "architecture", "variant", "os.version", "digest", "mediaType")
 _P = ParamSpec("_P")
 
 
@@ -120,6 +127,8 @@ def _error_reason(exc: Exception) -> str:
         return f"registry-{exc.reason}"
     if isinstance(exc, UpstreamError):
         return "rekor-timeout" if exc.timeout else "rekor-unavailable"
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline"
     return "internal"
 
 
@@ -138,6 +147,7 @@ class VerificationService:
         trust: core.TrustRoot,
         signing_key: SigningKey,
         verdict_ttl: float,
+        manifest_ttl: float = MANIFEST_TTL,
         max_search_entries: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         telemetry: Telemetry | None = None,
@@ -150,6 +160,7 @@ class VerificationService:
         self._trust_roots = {root.name: root for root in (trust, *more_trust)}
         self._key = signing_key
         self._verdict_ttl = verdict_ttl
+        self._manifest_ttl = manifest_ttl
         self._max_search_entries = max_search_entries
         self._clock = clock
         self._flight = SingleFlight()
@@ -289,7 +300,7 @@ class VerificationService:
         if resolved.manifest is not None:
             digest_key = f"manifest:{reference.registry}/{reference.repository}@{resolved.digest}"
             value = (resolved.media_type or "").encode() + b"\n" + resolved.manifest.data
-            self._cache.set(digest_key, value, MANIFEST_TTL)
+            self._cache.set(digest_key, value, self._manifest_ttl)
         return resolved
 
     def _verdict_key(
@@ -413,8 +424,31 @@ def _image(resolved: ResolvedImage) -> dict[str, Any]:
         "resolvedFromTag": ref.digest is None,
         "mediaType": resolved.media_type,
         "manifestFound": resolved.manifest is not None,
-        "platforms": [dict(p) for p in resolved.platforms],
+        **_platforms(resolved.platforms),
     }
+
+
+def _platforms(platforms: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """An index's platforms as a verdict lists them: the first `MAX_PLATFORMS`, each with its
+    known fields clipped; past that a summary counts them all by os/architecture (the most
+    common `MAX_PLATFORM_KINDS` by name), so an index of any size gives a small verdict."""
+    listed = [
+        {k: p[k][:MAX_PLATFORM_CHARS] for k in PLATFORM_FIELDS if k in p}
+        for p in platforms[:MAX_PLATFORMS]
+    ]
+    out: dict[str, Any] = {"platforms": listed, "platformCount": len(platforms)}
+    if len(platforms) > MAX_PLATFORMS:
+        kinds = Counter(
+            f"{p.get('os', '?')}/{p.get('architecture', '?')}"[:MAX_PLATFORM_CHARS]
+            for p in platforms
+        )
+        named = dict(kinds.most_common(MAX_PLATFORM_KINDS))
+        out["platformSummary"] = {
+            "listed": len(listed),
+            "byPlatform": named,
+            "otherPlatforms": len(platforms) - sum(named.values()),
+        }
+    return out
 
 
 def _reasons(resolved: ResolvedImage, reasons: list[str]) -> list[str]:
