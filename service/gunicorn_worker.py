@@ -33,6 +33,7 @@ import errno
 import socket
 import ssl
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -155,6 +156,17 @@ class ReadingWorker(ThreadWorker):  # type: ignore[misc] # gunicorn has no type 
         self.admission_cap = max(settings.max_body_bytes, MAX_REVIEW_BYTES)
         self.inflight = 0
         super().init_process()
+
+    def get_thread_pool(self) -> Any:
+        """gthread's pool, its threads all started now: a worker's thread count at rest is
+        constant, so that what a request leaves running can be seen."""
+        pool = super().get_thread_pool()
+        ready = threading.Barrier(self.cfg.threads + 1)
+        for _ in range(self.cfg.threads):
+            pool.submit(ready.wait, 10)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            ready.wait(10)
+        return pool
 
     # -- accept only with a free thread (main thread only) -------------------------------------
 

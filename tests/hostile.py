@@ -10,8 +10,9 @@ server can carry every attack at once. The first path component of the repositor
 | `drip-headers/*`| sends the status line and headers one byte per `drip_interval` seconds        |
 | `drip-body/*`   | sends the headers at once, then the body one byte per `drip_interval` seconds |
 | `silent/*`      | reads the request and never answers                                           |
-| `throttle/*`    | answers a GET or HEAD `throttle_count` times with `throttle_status` (429) and |
-|                 | `Retry-After` (seconds, or an HTTP-date with `retry_after_date`), then as usual|
+| `throttle/*`    | answers the first `throttle_count` GETs and HEADs of each repository with     |
+|                 | `throttle_status` (429) and `Retry-After` (seconds, or an HTTP-date with      |
+|                 | `retry_after_date`), then as usual (`throttled` counts them per repository)   |
 | `huge/*`        | answers any tag with a distinct OCI index of about `huge_bytes` bytes         |
 | anything else   | a plain registry over what was pushed                                         |
 
@@ -187,6 +188,7 @@ class HostileRegistry:
         self._manifests: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._blobs: dict[str, bytes] = {}
         self._huge: dict[str, tuple[str, str]] = {}  # digest -> (repo, tag) it was made for
+        self._made: dict[tuple[str, str], bytes] = {}
         self._httpd: _Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -247,7 +249,7 @@ class HostileRegistry:
             self.calm_now = False
 
     def reset(self) -> None:
-        """Zero the counters (throttling starts over for every path)."""
+        """Zero the counters (throttling starts over for every repository)."""
         with self._lock:
             self.requests.clear()
             self.throttled.clear()
@@ -269,8 +271,9 @@ class HostileRegistry:
         """What a registry answers (before any dripping)."""
         if path in ("/v2/", "/v2"):
             return Reply(200, {"Content-Type": "application/json"}, b"{}")
-        if method in ("GET", "HEAD") and mode == "throttle":
-            refusal = self._throttle(path)
+        repo = self.repository_of(path)
+        if method in ("GET", "HEAD") and mode == "throttle" and repo is not None:
+            refusal = self._throttle(repo)
             if refusal is not None:
                 return refusal
         upload = _UPLOAD.match(path)
@@ -297,11 +300,11 @@ class HostileRegistry:
             200, {"Content-Type": media_type, "Docker-Content-Digest": sha256_digest(data)}, data
         )
 
-    def _throttle(self, path: str) -> Reply | None:
+    def _throttle(self, repo: str) -> Reply | None:
         with self._lock:
-            if self.throttled[path] >= self.throttle_count:
+            if self.throttled[repo] >= self.throttle_count:
                 return None
-            self.throttled[path] += 1
+            self.throttled[repo] += 1
         if self.retry_after_date:
             when = email.utils.formatdate(time.time() + self.retry_after, usegmt=True)
         else:
@@ -348,14 +351,18 @@ class HostileRegistry:
         tag = ref
         if ref.startswith("sha256:"):
             with self._lock:
-                made = self._huge.get(ref)
-            if made is None or made[0] != repo:
+                known = self._huge.get(ref)
+            if known is None or known[0] != repo:
                 return _error(404, "MANIFEST_UNKNOWN", f"no manifest {ref} in {repo}")
-            tag = made[1]
-        data = huge_index(repo, tag, self.huge_bytes)
+            tag = known[1]
+        with self._lock:
+            data = self._made.get((repo, tag))
+        if data is None:  # made once: making one costs the test process a few hundred ms
+            data = huge_index(repo, tag, self.huge_bytes)
         digest = sha256_digest(data)
         with self._lock:
             self._huge[digest] = (repo, tag)
+            self._made[(repo, tag)] = data
         return Reply(200, {"Content-Type": OCI_INDEX, "Docker-Content-Digest": digest}, data)
 
     # -- bounded misbehaviour -----------------------------------------------------------------

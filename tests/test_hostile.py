@@ -115,7 +115,7 @@ def test_throttle_answers_429_with_retry_after_then_serves(as_date: bool) -> Non
     else:
         assert retry_after == "3"
     assert sha256_digest(answers[2].content) == image.digest
-    assert hostile.throttled["/v2/throttle/app/manifests/v1"] == 2
+    assert hostile.throttled["throttle/app"] == 2
 
 
 def test_huge_serves_distinct_indexes_of_the_size_asked(hostile: HostileRegistry) -> None:

@@ -55,6 +55,7 @@ class Scope:
     deadline: Deadline
     budget: float
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _received: list[int] = field(default_factory=lambda: [0], repr=False)  # shared with children
 
     @classmethod
     def starting(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Scope:
@@ -65,7 +66,16 @@ class Scope:
         own cancellation; cancelling this scope does not cancel it, so cancel both."""
         child = Deadline.after(seconds, self.deadline.clock)
         deadline = child if child.at < self.deadline.at else self.deadline
-        return Scope(deadline, min(seconds, self.budget))
+        return Scope(deadline, min(seconds, self.budget), _received=self._received)
+
+    def add_received(self, size: int) -> None:
+        """Bytes of upstream bodies read for this request (approximate across threads)."""
+        self._received[0] += size
+
+    @property
+    def received(self) -> int:
+        """Bytes of upstream bodies read for this request and its narrowed scopes."""
+        return self._received[0]
 
     def cancel(self) -> None:
         """The request has been answered: whatever still runs for it stops at its next step."""

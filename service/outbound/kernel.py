@@ -459,6 +459,9 @@ class HttpKernel:
                 if total > cap:
                     raise _OverCapError(f"more than the {cap}-byte limit")
                 chunks.append(chunk)
+            scope = deadline.current()
+            if scope is not None:
+                scope.add_received(total)
         except _OverCapError as exc:
             if ok or error_limit is None:
                 raise ResponseTooLarge(

@@ -102,3 +102,24 @@ def test_counters_in_redis_and_in_memory(redis_server: RedisServer) -> None:
     ttl = redis.Redis.from_url(redis_server.url).ttl(prefix + "n")
     assert isinstance(ttl, int) and 0 < ttl <= 60
     assert RedisCache("redis://127.0.0.1:1/0", timeout=0.2).incr("n", 1, 60) is None
+
+
+def test_no_value_over_the_size_cap_is_stored(
+    redis_server: RedisServer, direct: redis.Redis, prefix: str
+) -> None:
+    """What an upstream serves is cached only up to the cap, in Redis and in memory alike."""
+    events: list[tuple[str, str]] = []
+    caches = (
+        RedisCache(redis_server.url, prefix=prefix, max_value_bytes=1024),
+        MemoryCache(max_value_bytes=1024),
+    )
+    for cache in caches:
+        cache.stats.observers.append(lambda event, ns: events.append((event, ns)))
+        cache.set("manifest:big", b"x" * 1025, 60)
+        cache.set("manifest:small", b"x" * 1024, 60)
+        assert cache.get("manifest:big") is None
+        assert cache.get("manifest:small") == b"x" * 1024
+        assert cache.stats.too_large == {"manifest": 1}
+    assert direct.get(prefix + "manifest:big") is None
+    assert events.count(("too-large", "manifest")) == 2
+    assert make_cache(None, max_value_bytes=10).stats.too_large == {}
