@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +44,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_UPLOAD = 16 << 20
 MODES = ("drip-headers", "drip-body", "silent", "throttle", "huge")
+MAX_MADE = 32  # huge indexes kept made, so that a HEAD and the GET after it cost one
 
 _PATH = re.compile(r"^/v2/(?P<repo>.+)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)$")
 _UPLOAD = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/(?P<id>[^/]*)$")
@@ -188,7 +189,7 @@ class HostileRegistry:
         self._manifests: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._blobs: dict[str, bytes] = {}
         self._huge: dict[str, tuple[str, str]] = {}  # digest -> (repo, tag) it was made for
-        self._made: dict[tuple[str, str], bytes] = {}
+        self._made: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # the last few made
         self._httpd: _Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -363,6 +364,8 @@ class HostileRegistry:
         with self._lock:
             self._huge[digest] = (repo, tag)
             self._made[(repo, tag)] = data
+            while len(self._made) > MAX_MADE:
+                self._made.popitem(last=False)
         return Reply(200, {"Content-Type": OCI_INDEX, "Docker-Content-Digest": digest}, data)
 
     # -- bounded misbehaviour -----------------------------------------------------------------

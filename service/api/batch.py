@@ -74,7 +74,7 @@ def verify_all(
         return []
     parent = deadline.current() or Scope.starting(svc.settings.request_timeout)
     scope = parent.narrowed(parent.remaining() if timeout is None else timeout)
-    detail = late or f"not verified within the request's {scope.budget:g}s"
+    detail = late or f"not verified within the request's {parent.budget:g}s"
     workers = min(svc.settings.batch_concurrency, len(jobs))
     path = request.path  # the request context does not reach the pool's threads
     pool = ThreadPoolExecutor(workers, thread_name_prefix="batch")
