@@ -13,11 +13,12 @@ breaker), and runs `--clients` callers for `--minutes`, each picking an image at
 | unsigned | no signature at all                                    | `verified: true`       |
 | drip     | a registry that drips its headers                      | `verified: true`       |
 | silent   | a registry that never answers                          | `verified: true`       |
-| throttle | signed, on a registry answering 429 + Retry-After first | `verified: false`      |
+| throttle | signed, on a registry answering every 5th request 429 | `verified: false`      |
 | huge     | a distinct 4 MiB index every time                      | `verified: true`       |
 
 A 5xx is not a wrong answer (an outage must be one), but it is counted, by kind. Redis is
-restarted at a third of the run and Rekor at two thirds (each on its own port again). The report:
+stopped at a third of the run and Rekor at two thirds, each for `--down` seconds, and started
+again on its own port. The report:
 requests, wrong answers (must be 0), 5xx, p50/p99 latency, answers over the deadline + 5 s, the
 largest answer, and each worker's resident memory at the start and the end.
 
@@ -75,6 +76,7 @@ class Tally:
     """Every answer, by kind; thread-safe."""
 
     latencies: list[float] = field(default_factory=list)
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
     wrong: Counter[str] = field(default_factory=Counter)
     server_errors: Counter[str] = field(default_factory=Counter)
@@ -83,20 +85,28 @@ class Tally:
     largest: int = 0
     examples: list[str] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)  # requests with no answer, why
+    failed_at: list[float] = field(default_factory=list)  # when, in seconds from the start
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(
-        self, kind: str, seconds: float, response: httpx.Response | None, failure: str = ""
+        self,
+        kind: str,
+        seconds: float,
+        response: httpx.Response | None,
+        failure: str = "",
+        at: float = 0.0,
     ) -> None:
         with self._lock:
             self.requests[kind] += 1
             self.latencies.append(seconds)
+            self.by_kind.setdefault(kind, []).append(seconds)
             if seconds > DEADLINE + 5:
                 self.over_deadline += 1
             if response is None:
                 self.server_errors[kind] += 1
                 self.statuses[0] += 1
                 self.failures[f"{kind}: {failure}"] += 1
+                self.failed_at.append(at)
                 return
             self.statuses[response.status_code] += 1
             self.largest = max(self.largest, len(response.content))
@@ -115,6 +125,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--down", type=float, default=5.0, help="seconds Redis, Rekor are down")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     tally = Tally()
@@ -127,7 +138,7 @@ def main() -> None:
             "drip": HostileRegistry(drip_interval=1.0, max_hold=60),
             "silent": HostileRegistry(max_hold=60),
             "huge": HostileRegistry(),
-            "throttle": HostileRegistry(throttle_count=2, retry_after=1),
+            "throttle": HostileRegistry(throttle_every=5, retry_after=1),
         }
         with (
             running(redis),
@@ -158,7 +169,7 @@ def main() -> None:
                 while len(workers(master)) < 2:  # both booted
                     time.sleep(0.1)
                 rss_start = rss(workers(master))
-                memory = MemoryWatch(master)
+                memory = MemoryWatch(master, time.monotonic())
                 started = time.monotonic()
                 stop_at = started + args.minutes * 60
                 huge_counter = iter(range(10**9))
@@ -180,8 +191,6 @@ def main() -> None:
                     with httpx.Client(base_url=service.url, timeout=DEADLINE + 30) as client:
                         while time.monotonic() < stop_at:
                             kind, image = pick()
-                            if kind == "throttle":
-                                hostile["throttle"].reset()  # afresh: two 429s, then 200
                             t0 = time.monotonic()
                             failure = ""
                             try:
@@ -190,22 +199,27 @@ def main() -> None:
                                 )
                             except httpx.HTTPError as exc:
                                 response, failure = None, f"{type(exc).__name__}: {exc}"
-                            tally.add(kind, time.monotonic() - t0, response, failure)
+                            tally.add(kind, time.monotonic() - t0, response, failure, t0 - started)
+
+                rekor_port = sigstore.server.port
 
                 def restarts() -> None:
                     third = args.minutes * 60 / 3
-                    for at, name, restart in (
-                        (third, "redis", redis.restart),
-                        (2 * third, "rekor", sigstore.server.restart),
-                    ):
+                    for at, name, stop, start in (
+                        (third, "redis", redis.stop, redis.start),
+                        (2 * third, "rekor", sigstore.server.stop,
+                         lambda: sigstore.server.start(rekor_port)),
+                    ):  # fmt: skip
                         wait = started + at - time.monotonic()
                         if wait > 0:
                             time.sleep(wait)
                         t0 = time.monotonic()
-                        restart()
+                        stop()
+                        time.sleep(args.down)
+                        start()
                         events.append(
-                            f"{name} restarted at {time.monotonic() - started:.0f} s "
-                            f"(down {time.monotonic() - t0:.2f} s)"
+                            f"{name} stopped at {t0 - started:.0f} s, back "
+                            f"{time.monotonic() - t0:.1f} s later"
                         )
 
                 threads = [threading.Thread(target=caller) for _ in range(args.clients)]
@@ -272,12 +286,18 @@ def report(
         ),
         ("statuses", json.dumps(dict(sorted(tally.statuses.items())))),
         ("p50 / p99 / max ms", f"{statistics.median(ms):.0f} / {pct(0.99):.0f} / {ms[-1]:.0f}"),
+        (
+            "p99 ms by kind",
+            ", ".join(f"{k} {_p99(v):.0f}" for k, v in sorted(tally.by_kind.items())),
+        ),
         ("answers later than the deadline + 5 s", str(tally.over_deadline)),
         ("largest answer", f"{tally.largest / 1e3:.0f} kB"),
         ("worker RSS MiB at start", _mib(rss_start)),
         ("worker RSS MiB at the end", _mib(rss_end)),
         ("worker RSS MiB, highest seen (sampled every 5 s)", f"{memory.peak / 1024:.0f}"),
         ("worker processes seen (max_requests recycles them)", str(len(memory.pids))),
+        ("new workers first seen at (s)", ", ".join(f"{t:.0f}" for t in memory.new_workers)),
+        ("requests with no answer at (s)", ", ".join(f"{t:.0f}" for t in tally.failed_at)),
         *((f"event {i + 1}", e) for i, e in enumerate(events)),
     ]
     for name, value in rows:
@@ -293,8 +313,10 @@ class MemoryWatch:
     """Samples the workers' resident memory every 5 s while in the block."""
 
     master: int
+    started: float
     peak: int = 0
     pids: set[int] = field(default_factory=set)
+    new_workers: list[float] = field(default_factory=list)  # when a new worker was first seen
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -311,8 +333,15 @@ class MemoryWatch:
     def _run(self) -> None:
         while not self._stop.wait(5):
             sizes = rss(workers(self.master))
+            if self.pids and set(sizes) - self.pids:
+                self.new_workers.append(time.monotonic() - self.started)
             self.pids.update(sizes)
             self.peak = max([self.peak, *sizes.values()])
+
+
+def _p99(seconds: list[float]) -> float:
+    ms = sorted(s * 1000 for s in seconds)
+    return ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
 
 
 def _mib(values: dict[int, int]) -> str:

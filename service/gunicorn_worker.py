@@ -3,7 +3,8 @@
 gthread hands a connection to a thread as soon as it is readable, and the thread then reads the
 request from a blocking socket: a client that sends a header byte every two seconds holds that
 thread for as long as it likes (16 such clients held every thread of two workers, and so
-`/healthz`, for 42 s). `ReadingWorker` changes what a thread is used for:
+`/healthz`, for the 90 s they kept sending; bench/RESULTS.md). `ReadingWorker` changes what a
+thread is used for:
 
 1. a request reaches the application only once its headers and its whole body (by
    `Content-Length`) have arrived: until then each arrival is read without blocking, in a
@@ -18,9 +19,11 @@ thread for as long as it likes (16 such clients held every thread of two workers
 5. every read and write of a client socket is bounded by `SO_RCVTIMEO` / `SO_SNDTIMEO`
    (`SIGVERIFY_CLIENT_TIMEOUT`): the TLS handshake (which gunicorn performs in the thread) and
    a client that stops reading its answer cannot hold a thread beyond that per operation;
-6. a connection the worker is done with is closed in the thread, without gunicorn's linger on
-   the main loop (up to 2 s per connection, for a client that never closes, during which the
-   worker accepts and polls nothing).
+6. a connection the worker refuses (or whose client left) is closed in the thread, lingering
+   at most `LINGER` seconds for the client to take the answer, rather than by gunicorn's
+   graceful close on the main loop (up to 2 s per connection, for a client that never closes,
+   during which the worker accepts and polls nothing). Connections gunicorn itself is done
+   with are closed as gthread closes them.
 
 What belongs in front of the service instead (README, "Slow clients"): limits per client
 address and on the number of connections, and a bound on whole TLS handshakes.
@@ -45,6 +48,7 @@ from service.config import Settings
 
 MAX_HEAD_BYTES = 32 * 1024
 READ_CHUNK = 64 * 1024
+LINGER = 0.25  # seconds a refused connection is drained before it is closed
 SECURITY_HEADERS = "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
 
 
@@ -132,14 +136,19 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
-def _close_now(sock: socket.socket) -> None:
-    """Send FIN, take what is already there (so no RST cuts the answer short), close."""
+def _close_soon(sock: socket.socket) -> None:
+    """Send FIN, then take what the client still sends for up to `LINGER` seconds (closing with
+    unread data would answer it with RST, which can destroy the answer in flight), and close."""
     try:
         sock.shutdown(socket.SHUT_WR)
-        sock.setblocking(False)
-        for _ in range(16):
-            if not sock.recv(READ_CHUNK):
+        until = time.monotonic() + LINGER
+        drained = 0
+        while drained < MAX_HEAD_BYTES and (left := until - time.monotonic()) > 0:
+            sock.settimeout(left)
+            chunk = sock.recv(READ_CHUNK)
+            if not chunk:
                 break
+            drained += len(chunk)
     except (OSError, ValueError):
         pass
     with contextlib.suppress(OSError):
@@ -181,6 +190,9 @@ class ReadingWorker(ThreadWorker):  # type: ignore[misc] # gunicorn has no type 
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         self.inflight -= 1
+        if getattr(conn, "sigverify_closed", False):
+            self.nr_conns -= 1  # closed in the thread already: only the count is left
+            return
         super().finish_request(conn, fs)
 
     # -- in a thread: read what has arrived, hand on only whole requests -----------------------
@@ -192,17 +204,14 @@ class ReadingWorker(ThreadWorker):  # type: ignore[misc] # gunicorn has no type 
             state = self._gather(conn)
         except (OSError, ValueError) as exc:
             self.log.debug("connection from %s ended while reading: %s", conn.client, exc)
-            _close_now(conn.sock)
+            self._close(conn)
             return False
         if state is None:
             return _DEFER  # back to the poller until more arrives
         if isinstance(state, Refusal):
             self._refuse(conn, state)
             return False
-        result = super().handle(conn)
-        if result is False:
-            _close_now(conn.sock)
-        return result
+        return super().handle(conn)
 
     def _gather(self, conn: Any) -> Refusal | Literal[True] | None:
         """Read what is there: True when the whole request is in hand (given back to gunicorn's
@@ -262,4 +271,9 @@ class ReadingWorker(ThreadWorker):  # type: ignore[misc] # gunicorn has no type 
         self.log.info("%s from %s: %s", refusal.status, conn.client, refusal.detail)
         with contextlib.suppress(OSError):
             conn.sock.sendall(refusal.response())
-        _close_now(conn.sock)
+        self._close(conn)
+
+    @staticmethod
+    def _close(conn: Any) -> None:
+        _close_soon(conn.sock)
+        conn.sigverify_closed = True

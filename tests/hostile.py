@@ -12,7 +12,8 @@ server can carry every attack at once. The first path component of the repositor
 | `silent/*`      | reads the request and never answers                                           |
 | `throttle/*`    | answers the first `throttle_count` GETs and HEADs of each repository with     |
 |                 | `throttle_status` (429) and `Retry-After` (seconds, or an HTTP-date with      |
-|                 | `retry_after_date`), then as usual (`throttled` counts them per repository)   |
+|                 | `retry_after_date`), then as usual (`throttled` counts them per repository);  |
+|                 | with `throttle_every`, every so many GETs and HEADs instead                   |
 | `huge/*`        | answers any tag with a distinct OCI index of about `huge_bytes` bytes         |
 | anything else   | a plain registry over what was pushed                                         |
 
@@ -166,6 +167,7 @@ class HostileRegistry:
         drip_interval: float = 1.0,
         max_hold: float = 60.0,
         throttle_count: int = 2,
+        throttle_every: int | None = None,
         throttle_status: int = 429,
         retry_after: float = 1.0,
         retry_after_date: bool = False,
@@ -174,6 +176,8 @@ class HostileRegistry:
         self.drip_interval = drip_interval
         self.max_hold = max_hold
         self.throttle_count = throttle_count
+        self.throttle_every = throttle_every
+        self._seen = 0
         self.throttle_status = throttle_status
         self.retry_after = retry_after
         self.retry_after_date = retry_after_date
@@ -303,7 +307,11 @@ class HostileRegistry:
 
     def _throttle(self, repo: str) -> Reply | None:
         with self._lock:
-            if self.throttled[repo] >= self.throttle_count:
+            self._seen += 1
+            if self.throttle_every is not None:
+                if self._seen % self.throttle_every:
+                    return None
+            elif self.throttled[repo] >= self.throttle_count:
                 return None
             self.throttled[repo] += 1
         if self.retry_after_date:

@@ -145,3 +145,12 @@ def test_slow_client_sends_a_byte_per_interval_and_reads_the_answer(
     line, took = client.run()
     assert line == "HTTP/1.1 200 OK"
     assert took >= 0.8 * 0.02 * (len(request) - 1)
+
+
+def test_throttle_every_so_many_requests() -> None:
+    with HostileRegistry(throttle_every=3, retry_after=0) as hostile:
+        with hostile.calm(), Pusher(hostile.url) as pusher:
+            pusher.image("throttle/app", "v1", layer=b"x")
+        with httpx.Client(base_url=hostile.url, headers={"accept": ALL_MANIFEST_TYPES}) as client:
+            statuses = [client.get("/v2/throttle/app/manifests/v1").status_code for _ in range(7)]
+    assert statuses == [200, 200, 429, 200, 200, 429, 200]
