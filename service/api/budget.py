@@ -13,7 +13,6 @@ arenas `sigverify serve` asks for), so what a registry serves does not stay in a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 from collections.abc import Callable
 
@@ -48,9 +47,9 @@ TRIM_AFTER_BYTES = 1 << 20
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+    """glibc's `malloc_trim`, looked up among the symbols the process has loaded already."""
     try:
-        trim: Callable[[int], int] | None = getattr(ctypes.CDLL(name), "malloc_trim", None)
+        trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
     except OSError:
         return None
     return trim
