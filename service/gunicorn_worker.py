@@ -85,7 +85,7 @@ class Arrived:
     expects_continue: bool = False
 
 
-def request_state(data: bytes, body_cap: int, admission_cap: int) -> Arrived | Refusal:
+def request_state(data: bytes | bytearray, body_cap: int, admission_cap: int) -> Arrived | Refusal:
     """Whether `data` (what a client sent so far) holds a whole request to hand on.
 
     Only what decides that is read here: the end of the headers, the path (admission reviews
@@ -230,7 +230,7 @@ class ReadingWorker(ThreadWorker):  # type: ignore[misc] # gunicorn has no type 
         self._read_available(conn.sock, pending, now)
         if not pending.data:
             return None
-        state = request_state(bytes(pending.data), self.body_cap, self.admission_cap)
+        state = request_state(pending.data, self.body_cap, self.admission_cap)
         if isinstance(state, Refusal):
             return state
         assert pending.started is not None
