@@ -14,6 +14,7 @@ from service.api import (
     badge,
     batch,
     body,
+    budget,
     bundle,
     docs,
     errors,
@@ -68,7 +69,10 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
     # Pods that share the verdict-signing key share the cache; one with another key keeps
     # apart (it could not open the others' sealed values anyway).
     cache = make_cache(
-        settings.redis_url, secret=signing_key.cache_secret, namespace=signing_key.key_id[:16]
+        settings.redis_url,
+        secret=signing_key.cache_secret,
+        namespace=signing_key.key_id[:16],
+        max_value_bytes=settings.cache_max_value_bytes,
     )
     try:
         registry = RegistryClient(RegistryConfig.from_settings(settings))
@@ -77,6 +81,7 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
     rekor = _rekor_client(settings, trust.current(), cache)
     telemetry = Telemetry(multiprocess_dir=metrics_dir())
     cache.stats.observers.append(telemetry.cache_event)
+    telemetry.watch_breaker("registry", lambda: registry.breaker_state)  # its worst host's
     if rekor is not None:
         telemetry.watch_breaker("rekor", lambda: rekor.breaker_state)
     telemetry.watch_trust_root(lambda: _trust_reading(trust))
@@ -88,6 +93,7 @@ def build_services(settings: Settings, *, strict_policies: bool = True) -> Servi
         trust=trust.current,
         signing_key=signing_key,
         verdict_ttl=settings.verdict_ttl,
+        manifest_ttl=settings.manifest_ttl,
         max_search_entries=settings.max_signatures,
         telemetry=telemetry,
         more_trust=more_trust,
@@ -207,6 +213,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sigverify"] = build_services(settings, strict_policies=False)
     errors.install(app)
     observability.install(app)  # first: its span covers the other hooks
+    budget.install(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(verify.bp)
     app.register_blueprint(bundle.bp)

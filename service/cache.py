@@ -2,7 +2,9 @@
 
 Values are bytes; callers serialise. Every cache counts hits, misses and errors per namespace so
 metrics and tests can see what it does. A Redis outage never fails a request: reads become
-misses, writes are dropped, and `healthy()` says so for `/readyz`.
+misses, writes are dropped, and `healthy()` says so for `/readyz`. No value over
+`max_value_bytes` is stored (counted as `too_large`): what an upstream serves is cached only
+up to that size, so it cannot fill a shared, evicting cache.
 
 Nothing read from Redis is trusted: anyone who can write to it could otherwise decide answers.
 Every value is sealed (`Sealer`): an HMAC-SHA256, keyed with a secret the service's pods share,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -26,21 +29,26 @@ from typing import Protocol
 
 import redis
 
+from service.outbound import DeadlineExceeded, deadline
+
 log = logging.getLogger(__name__)
+
+MAX_VALUE_BYTES = 1 << 20
 
 
 @dataclass
 class CacheStats:
     """Hit, miss and error counts per namespace (the part of a key before the first ':').
 
-    Each observer is called with every event (`hit`, `miss`, `read-error`, `write-error`,
-    `rejected`) and the key's namespace; metrics subscribe here.
+    Each observer is called with every event (`hit`, `miss`, `too-large`, `read-error`,
+    `write-error`, `rejected`) and the key's namespace; metrics subscribe here.
     """
 
     hits: dict[str, int] = field(default_factory=dict)
     misses: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     rejected: int = 0  # values that failed their seal: written by someone else, or tampered
+    too_large: dict[str, int] = field(default_factory=dict)  # values refused by the size cap
     observers: list[Callable[[str, str], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -61,6 +69,13 @@ class CacheStats:
             self.rejected += 1
         self._notify("rejected", key.split(":", 1)[0])
 
+    def refused(self, key: str) -> None:
+        """A value over the size cap was not stored."""
+        namespace = key.split(":", 1)[0]
+        with self._lock:
+            self.too_large[namespace] = self.too_large.get(namespace, 0) + 1
+        self._notify("too-large", namespace)
+
     def _notify(self, event: str, namespace: str) -> None:
         for observer in self.observers:
             observer(event, namespace)
@@ -75,7 +90,8 @@ class Cache(Protocol):
         """The value under `key`, or None when absent, expired or the cache is unreachable."""
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
-        """Store `value` for `ttl` seconds; never raises."""
+        """Store `value` for `ttl` seconds, unless it is over the cache's size cap; never
+        raises."""
 
     def incr(self, key: str, amount: int, ttl: float) -> int | None:
         """Add `amount` to the counter `key` (created with a `ttl`-second life); the new
@@ -107,7 +123,9 @@ class MemoryCache:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_lists: int = 1024,
+        max_value_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
+        self._max_value = max_value_bytes
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._max = max_entries
         self._clock = clock
@@ -135,6 +153,9 @@ class MemoryCache:
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
+            return
+        if len(value) > self._max_value:
+            self.stats.refused(key)
             return
         with self._lock:
             self._data[key] = (self._clock() + ttl, value)
@@ -243,7 +264,9 @@ class RedisCache:
         prefix: str = "sigverify:",
         counter_prefix: str | None = None,
         timeout: float = 0.5,
+        max_value_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
+        self._max_value = max_value_bytes
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -289,6 +312,9 @@ class RedisCache:
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
+            return
+        if len(value) > self._max_value:
+            self.stats.refused(key)
             return
         sealed = self._sealer.seal(key, value, ttl)
         try:
@@ -360,13 +386,26 @@ class RedisCache:
             return False
 
 
-def make_cache(redis_url: str | None, *, secret: bytes, namespace: str = "") -> Cache:
+def make_cache(
+    redis_url: str | None,
+    *,
+    secret: bytes,
+    namespace: str = "",
+    max_value_bytes: int = MAX_VALUE_BYTES,
+) -> Cache:
     """Redis when a URL is configured (values sealed with `secret`, kept under
-    `sigverify:<namespace>:`, counters under `sigverify:`), the in-process LRU otherwise."""
+    `sigverify:<namespace>:`, counters under `sigverify:`), the in-process LRU otherwise; no
+    value over `max_value_bytes` either way."""
     if redis_url:
         prefix = f"sigverify:{namespace}:" if namespace else "sigverify:"
-        return RedisCache(redis_url, secret=secret, prefix=prefix, counter_prefix="sigverify:")
-    return MemoryCache()
+        return RedisCache(
+            redis_url,
+            secret=secret,
+            prefix=prefix,
+            counter_prefix="sigverify:",
+            max_value_bytes=max_value_bytes,
+        )
+    return MemoryCache(max_value_bytes=max_value_bytes)
 
 
 class SingleFlight:
@@ -384,7 +423,10 @@ class SingleFlight:
                 call = _Call()
                 self._calls[key] = call
         if not leader:
-            call.done.wait()
+            # Not past the request's deadline: the leader may be working for a longer one.
+            left = deadline.time_left()
+            if not call.done.wait(None if math.isinf(left) else left):
+                raise DeadlineExceeded(f"waited for an identical lookup in flight ({key})")
             if call.error is not None:
                 raise call.error
             return call.result

@@ -59,6 +59,13 @@ def _serve(_args: argparse.Namespace) -> int:
     from service.app import build_services  # noqa: PLC0415 - keeps `keygen` light
 
     build_services(settings)
+    # Python objects from the C allocator, in two arenas rather than one per thread: what a
+    # request frees after parsing a large manifest can then be given back to the system (see
+    # service.api.budget), so a worker's resident size returns to its level afterwards.
+    # pymalloc's own arenas are only returned when wholly empty, which a few long-lived objects
+    # prevent. Either variable set already is left as it is.
+    os.environ.setdefault("PYTHONMALLOC", "malloc")
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     argv = [
         sys.executable, "-m", "gunicorn",
         "--config", "python:service.gunicorn_conf",  # bind, workers, threads: from settings

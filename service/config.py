@@ -345,6 +345,14 @@ SETTINGS: tuple[Setting, ...] = (
         "threads", "4", _int(1, 64), "Threads per worker (requests wait on registries and Rekor)."
     ),
     Setting(
+        "client_timeout",
+        "10",
+        _float(1, 120),
+        "Seconds a client has, once it starts a request, to send all of it (headers and body); "
+        "later it is answered 408 and dropped. A request is read before a thread takes it; "
+        "connections silent for 5 s are closed.",
+    ),
+    Setting(
         "data_dir",
         "./var",
         _path,
@@ -370,6 +378,13 @@ SETTINGS: tuple[Setting, ...] = (
         _redis_url,
         "Redis URL for the shared cache (redis://host[:port][/db], rediss://..., "
         "unix:///path); empty means an in-process cache.",
+    ),
+    Setting(
+        "cache_max_value_bytes",
+        "1048576",
+        _int(1024, 64 << 20),
+        "Largest value the cache stores, in bytes; a larger manifest or verdict is not cached "
+        "(what a registry serves cannot fill the cache).",
     ),
     Setting(
         "signing_key_file",
@@ -447,7 +462,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Look log entries up in Rekor; false for a cluster with no Rekor (air-gapped): only the "
         "evidence signatures carry counts (a SET, an inclusion proof, signed timestamps).",
     ),
-    Setting("rekor_timeout", "3", _float(0.1, 60), "Seconds for one Rekor request."),
+    Setting(
+        "request_timeout",
+        "30",
+        _float(1, 300),
+        "Seconds POST /v1/verify, /v1/verify/batch and GET /v1/badge take at most; an image "
+        "not verified by then is answered as not verified in time (504), and no work for the "
+        "request continues after its answer.",
+    ),
+    Setting(
+        "rekor_timeout",
+        "3",
+        _float(0.1, 60),
+        "Seconds for one Rekor request, all of it (connect, headers and body).",
+    ),
     Setting(
         "rekor_retries",
         "2",
@@ -466,7 +494,39 @@ SETTINGS: tuple[Setting, ...] = (
         _float(0, 3600),
         "Seconds the Rekor circuit breaker stays open before one trial request.",
     ),
-    Setting("registry_timeout", "10", _float(0.1, 120), "Seconds for one registry request."),
+    Setting(
+        "registry_timeout",
+        "10",
+        _float(0.1, 120),
+        "Seconds for one registry request, all of it (connect, headers and body).",
+    ),
+    Setting(
+        "registry_retries",
+        "2",
+        _int(0, 5),
+        "Retries of a registry request after a connection error, 429, 502, 503 or 504, with "
+        "backoff; a Retry-After is waited for only when it fits the request's time.",
+    ),
+    Setting(
+        "registry_breaker_failures",
+        "5",
+        _int(1, 1000),
+        "Consecutive failures of one registry host that open its circuit breaker (requests to "
+        "it then fail fast with a 503 problem naming the host).",
+    ),
+    Setting(
+        "registry_breaker_cooldown",
+        "30",
+        _float(0, 3600),
+        "Seconds a registry host's circuit breaker stays open before one trial request.",
+    ),
+    Setting(
+        "registry_host_connections",
+        "8",
+        _int(1, 256),
+        "Requests to one registry host in flight at once, per worker process, so one slow host "
+        "cannot take the connections the others need.",
+    ),
     Setting(
         "insecure_registries",
         "",
@@ -663,6 +723,13 @@ SETTINGS: tuple[Setting, ...] = (
         _float(0, 86400),
         "Seconds a verdict stays cached (0 disables verdict caching).",
     ),
+    Setting(
+        "manifest_ttl",
+        "3600",
+        _float(0, 86400),
+        "Seconds a manifest fetched by digest stays cached (it is hashed again when read); "
+        "short, so that what a registry served does not stay for long.",
+    ),
 )
 
 
@@ -691,11 +758,13 @@ class Settings:
     tls_key_file: Path | None = None
     workers: int = 2
     threads: int = 4
+    client_timeout: float = 10.0
     data_dir: Path = Path("./var")
     log_level: str = "INFO"
     log_format: str = "json"
     metrics: bool = True
     redis_url: str | None = None
+    cache_max_value_bytes: int = 1 << 20
     signing_key_file: Path | None = None
     retired_key_files: tuple[Path, ...] = ()
     trust_root_file: Path | None = None
@@ -707,11 +776,16 @@ class Settings:
     tuf_timeout: float = 30.0
     rekor_url: str | None = None
     rekor_lookups: bool = True
+    request_timeout: float = 30.0
     rekor_timeout: float = 3.0
     rekor_retries: int = 2
     rekor_breaker_failures: int = 5
     rekor_breaker_cooldown: float = 30.0
     registry_timeout: float = 10.0
+    registry_retries: int = 2
+    registry_breaker_failures: int = 5
+    registry_breaker_cooldown: float = 30.0
+    registry_host_connections: int = 8
     insecure_registries: tuple[str, ...] = ()
     registry_allow: tuple[str, ...] = ()
     registry_deny: tuple[str, ...] = ()
@@ -746,6 +820,7 @@ class Settings:
     badges: bool = True
     rate_limit_per_minute: int = 0
     verdict_ttl: float = 300.0
+    manifest_ttl: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -813,6 +888,12 @@ class Settings:
                 f"{PREFIX}ADMISSION_CLIENT_CA_FILE to the CA that signs them"
             )
         self._check_gatekeeper()
+        if self.admission_timeout > self.request_timeout:
+            raise SettingsError(
+                f"{PREFIX}ADMISSION_TIMEOUT={self.admission_timeout:g} is longer than "
+                f"{PREFIX}REQUEST_TIMEOUT={self.request_timeout:g}: the admission budget must "
+                "fit in a request's"
+            )
         if self.admission_policy is not None and self.policy_file is None:
             raise SettingsError(
                 f"{PREFIX}ADMISSION_POLICY={self.admission_policy!r} names a policy in "

@@ -9,6 +9,7 @@ fork does not carry) and flushes it when it exits.
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 from typing import Any
@@ -48,10 +49,13 @@ def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext
 workers = _settings.workers
 threads = _settings.threads
 loglevel = _settings.log_level.lower()
-worker_class = "gthread"
+# gthread, except that a request reaches a thread only once it has all arrived, within
+# SIGVERIFY_CLIENT_TIMEOUT (see service.gunicorn_worker): slow clients hold no thread.
+worker_class = "service.gunicorn_worker.ReadingWorker"
 timeout = 30
-graceful_timeout = 20
-keepalive = 5
+# A request in flight when the worker is told to stop gets its whole deadline to be answered.
+graceful_timeout = math.ceil(_settings.request_timeout) + 5
+keepalive = 5  # seconds a connection may stay silent (kept alive, or before its first byte)
 # A badge URL carries a whole image reference (up to 512 characters, percent-encoded up to three
 # times that): room for it, still far below what would let a request line burn memory.
 limit_request_line = 8190

@@ -28,7 +28,8 @@ counters):
   become labels, so the series are bounded by policies x 2 x 3;
 - `sigverify.step.duration` {step}: seconds per step (`registry.resolve`, `verdict_cache.get`,
   `registry.discover`, `rekor.lookup`, `core.verify`, `verdict.sign`, `verdict_cache.set`);
-- `sigverify.cache.lookups` {cache, result}: reads per cache (`verdict`, `rekor`), hit or miss;
+- `sigverify.cache.lookups` {cache, result}: reads per cache (`verdict`, `rekor`), hit or miss,
+  and writes refused by the size cap (`too-large`);
 - `sigverify.upstream.errors` {system, reason}: registry, Rekor and Redis failures;
 - `sigverify.circuit_breaker.state` {upstream}: 0 closed, 1 half-open, 2 open;
 - `sigverify.trust_root.info` {source, version, digest}: 1 for each default trust root a live
@@ -411,7 +412,7 @@ CACHE_LOOKUPS = _Spec(
     "sigverify.cache.lookups",
     "counter",
     "{lookup}",
-    "Cache reads, by cache (verdict, rekor) and result (hit, miss).",
+    "Cache reads by cache (verdict, rekor) and result (hit, miss); too-large: writes refused.",
     ("cache", "result"),
 )
 UPSTREAM_ERRORS = _Spec(
@@ -619,9 +620,12 @@ class Telemetry:
         self._add(UPSTREAM_ERRORS, self._upstream, 1, {"system": system, "reason": reason})
 
     def cache_event(self, event: str, namespace: str) -> None:
-        """A `CacheStats` observer: hits and misses per cache, errors as Redis failures."""
+        """A `CacheStats` observer: hits and misses per cache, values refused as too large,
+        errors as Redis failures."""
         if event in ("hit", "miss"):
             self.cache_lookup(namespace, event == "hit")
+        elif event == "too-large":
+            self._add(CACHE_LOOKUPS, self._cache, 1, {"cache": namespace, "result": event})
         else:
             self.upstream_error("redis", event)
 

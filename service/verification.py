@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 from service import core, verdicts
 from service.cache import Cache, SingleFlight
 from service.keys import SigningKey
+from service.outbound import DeadlineExceeded
 from service.registry import (
     Discovery,
     ImageReference,
@@ -55,10 +57,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VERSION = importlib.metadata.version("sigverify")
-MANIFEST_TTL = 7 * 24 * 3600.0  # manifests by digest never change
+MANIFEST_TTL = 3600.0  # content-addressed, but served by whoever runs the registry: not for long
 INLINE = "inline"  # the policy label of a verification under a request's own policy
 DEGRADED_TTL = 30.0  # seconds a verdict given during a Rekor outage stays cached
 VERDICT_FORMAT = "2"  # in the cache key: a rolling upgrade never reads another version's verdict
+# What a verdict lists of an index: its registry chose how many platforms and what they say.
+MAX_PLATFORMS = 32  # listed; past that they are counted
+MAX_PLATFORM_KINDS = 16  # os/architecture pairs counted by name in the summary
+MAX_PLATFORM_CHARS = 128  # per listed value
+PLATFORM_FIELDS = ("os", "architecture", "variant", "os.version", "digest", "mediaType")
 _P = ParamSpec("_P")
 
 
@@ -155,6 +162,8 @@ def _error_reason(exc: Exception) -> str:
         return f"registry-{exc.reason}"
     if isinstance(exc, UpstreamError):
         return "rekor-timeout" if exc.timeout else "rekor-unavailable"
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline"
     return "internal"
 
 
@@ -173,6 +182,7 @@ class VerificationService:
         trust: Callable[[], core.TrustRoot],
         signing_key: SigningKey,
         verdict_ttl: float,
+        manifest_ttl: float = MANIFEST_TTL,
         max_search_entries: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         telemetry: Telemetry | None = None,
@@ -187,6 +197,7 @@ class VerificationService:
         self._trust_roots = {root.name: root for root in more_trust}
         self._key = signing_key
         self._verdict_ttl = verdict_ttl
+        self._manifest_ttl = manifest_ttl
         self._max_search_entries = max_search_entries
         self._clock = clock
         self._flight = SingleFlight()
@@ -351,7 +362,7 @@ class VerificationService:
         if resolved.manifest is not None:
             digest_key = f"manifest:{reference.registry}/{reference.repository}@{resolved.digest}"
             value = (resolved.media_type or "").encode() + b"\n" + resolved.manifest.data
-            self._cache.set(digest_key, value, MANIFEST_TTL)
+            self._cache.set(digest_key, value, self._manifest_ttl)
         return resolved
 
     def _verdict_key(self, resolved: ResolvedImage, under: _Under) -> str:
@@ -510,8 +521,31 @@ def _image(resolved: ResolvedImage) -> dict[str, Any]:
         "resolvedFromTag": ref.digest is None,
         "mediaType": resolved.media_type,
         "manifestFound": resolved.manifest is not None,
-        "platforms": [dict(p) for p in resolved.platforms],
+        **_platforms(resolved.platforms),
     }
+
+
+def _platforms(platforms: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """An index's platforms as a verdict lists them: the first `MAX_PLATFORMS`, each with its
+    known fields clipped; past that a summary counts them all by os/architecture (the most
+    common `MAX_PLATFORM_KINDS` by name), so an index of any size gives a small verdict."""
+    listed = [
+        {k: p[k][:MAX_PLATFORM_CHARS] for k in PLATFORM_FIELDS if k in p}
+        for p in platforms[:MAX_PLATFORMS]
+    ]
+    out: dict[str, Any] = {"platforms": listed, "platformCount": len(platforms)}
+    if len(platforms) > MAX_PLATFORMS:
+        kinds = Counter(
+            f"{p.get('os', '?')}/{p.get('architecture', '?')}"[:MAX_PLATFORM_CHARS]
+            for p in platforms
+        )
+        named = dict(kinds.most_common(MAX_PLATFORM_KINDS))
+        out["platformSummary"] = {
+            "listed": len(listed),
+            "byPlatform": named,
+            "otherPlatforms": len(platforms) - sum(named.values()),
+        }
+    return out
 
 
 def _reasons(resolved: ResolvedImage, reasons: list[str]) -> list[str]:

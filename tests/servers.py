@@ -68,7 +68,7 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / "redis.log"
         for _attempt in range(5):
-            self.port = free_port()
+            self.port = self.port or free_port()
             self.proc = subprocess.Popen(
                 [
                     binary,
@@ -86,7 +86,13 @@ class RedisServer:
             if self._wait_ready():
                 return self
             _stop(self.proc)
+            self.port = 0
         raise ServerStartError(f"redis-server did not start: {_tail(log)}")
+
+    def restart(self) -> None:
+        """Stop, and start again on the same port (its data is gone: no persistence)."""
+        self.stop()
+        self.start()
 
     def _wait_ready(self) -> bool:
         assert self.proc is not None

@@ -42,7 +42,7 @@ def test_every_name_is_a_gunicorn_setting_gunicorn_accepts(conf: types.ModuleTyp
 
 def test_workers_threads_and_bind_come_from_the_settings(conf: types.ModuleType) -> None:
     assert (conf.workers, conf.threads, conf.bind) == (3, 7, "127.0.0.1:9999")
-    assert conf.worker_class == "gthread"
+    assert conf.worker_class == "service.gunicorn_worker.ReadingWorker"
     assert conf.max_requests > 0 and conf.max_requests_jitter > 0
     assert conf.graceful_timeout > 0
     # Each worker builds its own app, and so its own HTTP and Redis clients, after fork.

@@ -25,6 +25,7 @@ from service.api import badge_svg
 from service.api.badge_svg import Badge, State
 from service.api.errors import ApiProblem, operational_problem
 from service.api.ratelimit import charge
+from service.outbound import DeadlineExceeded
 from service.registry import RegistryError, parse_reference
 from service.state import services
 from service.verification import UpstreamError
@@ -134,7 +135,7 @@ def badge() -> Response:
         found = svc.verifier.verify(
             parse_reference(image), named.policy, policy_name=named.name, mode=named.mode
         )
-    except (RegistryError, UpstreamError) as exc:
+    except (RegistryError, UpstreamError, DeadlineExceeded) as exc:
         return _answer(Badge.of(_state_of_problem(exc), ERROR_MAX_AGE), fmt)
     max_age = int(min(svc.settings.verdict_ttl, MAX_VERDICT_AGE))
     return _answer(badge_for(found.verdict, audit=named.mode == "audit", max_age=max_age), fmt)

@@ -7,6 +7,7 @@ generic 500 that carries only an id to find it in the log.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
 from service import registry
+from service.outbound import DeadlineExceeded
 from service.verification import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ REGISTRY_PROBLEMS: tuple[tuple[type[registry.RegistryError], int, str, str], ...
     (registry.NotFound, 404, "Not Found", "image-not-found"),
     (registry.LimitExceeded, 422, "Unprocessable Content", "limit-exceeded"),
     (registry.RegistryTimeout, 504, "Gateway Timeout", "registry-timeout"),
+    (registry.RegistryCircuitOpen, 503, "Service Unavailable", "registry-circuit-open"),
     (registry.Unauthorized, 502, "Bad Gateway", "registry-unauthorized"),
     (registry.Unavailable, 502, "Bad Gateway", "registry-unavailable"),
     (registry.RegistryError, 502, "Bad Gateway", "registry-bad-response"),
@@ -102,9 +105,15 @@ def registry_problem(exc: registry.RegistryError) -> ApiProblem:
     for kind, status, title, name in REGISTRY_PROBLEMS:
         if isinstance(exc, kind):
             extra: dict[str, Any] = {"reason": exc.reason}
+            headers: dict[str, str] = {}
             if kind is registry.InvalidReference:
                 extra["errors"] = {"image": [str(exc)]}
-            return ApiProblem(status, title, f"registry: {exc}", kind=name, **extra)
+            if isinstance(exc, registry.RegistryCircuitOpen):
+                extra["host"] = exc.host
+                headers["Retry-After"] = str(max(1, math.ceil(exc.retry_in)))
+            return ApiProblem(
+                status, title, f"registry: {exc}", kind=name, headers=headers, **extra
+            )
     raise AssertionError("RegistryError is the last row")  # pragma: no cover
 
 
@@ -120,6 +129,7 @@ NOT_VERIFIABLE = {
     "registry-unauthorized": "its registry refused access",
     "registry-unavailable": "its registry could not be reached",
     "registry-bad-response": "its registry gave an unusable answer",
+    "registry-circuit-open": "its registry is failing, and is not asked for now",
     "rekor-timeout": "the transparency log did not answer in time",
     "rekor-unavailable": "the transparency log could not be reached",
 }
@@ -136,10 +146,18 @@ def trouble(problem: Mapping[str, Any]) -> tuple[str, str]:
     return kind, NOT_VERIFIABLE.get(kind, UNEXPECTED)
 
 
+def late_problem(detail: str) -> ApiProblem:
+    """An image whose verification did not finish within the request's time."""
+    return ApiProblem(504, "Gateway Timeout", detail, kind="verification-timeout")
+
+
 def operational_problem(exc: Exception) -> ApiProblem | None:
-    """The problem an operational error (registry, Rekor) is answered with; None for others."""
+    """The problem an operational error (registry, Rekor, the request's own deadline) is
+    answered with; None for others."""
     if isinstance(exc, registry.RegistryError):
         return registry_problem(exc)
+    if isinstance(exc, DeadlineExceeded):
+        return late_problem(f"not verified in time: {exc}")
     if isinstance(exc, UpstreamError):
         if exc.timeout:
             return ApiProblem(504, "Gateway Timeout", str(exc), kind="rekor-timeout")
@@ -170,6 +188,7 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(registry.RegistryError)
     @app.errorhandler(UpstreamError)
+    @app.errorhandler(DeadlineExceeded)
     def _operational(exc: Exception) -> Response:
         found = operational_problem(exc)
         assert found is not None

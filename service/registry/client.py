@@ -1,9 +1,13 @@
 """`RegistryClient`: reads manifests and blobs from OCI registries, checked and bounded.
 
-- One `httpx.Client` per `RegistryClient`, created on first use (so after gunicorn forks, and
-  again if the process id changes), safe to share between threads.
-- Every request has explicit timeouts; every body is streamed and refused as soon as it passes
-  its cap (`Content-Length` first, then the bytes actually read), so nothing large is buffered.
+- HTTP goes through the outbound kernel (`service.outbound`): one client per `RegistryClient`,
+  created on first use (so after gunicorn forks, and again if the process id changes), safe to
+  share between threads; a deadline over each whole exchange (`timeout`: connect, headers and
+  body) and the request's own; at most `host_connections` exchanges per registry host; 429,
+  502, 503, 504 and connection errors retried with backoff, `Retry-After` honoured when it fits
+  the request's time; a circuit breaker per registry host (`RegistryCircuitOpen` while open).
+- Every body is streamed and refused as soon as it passes its cap (`Content-Length` first, then
+  the bytes actually read), so nothing large is buffered.
 - Nothing the registry says about a digest is trusted: every manifest and blob is hashed and
   compared with the digest it was fetched by (and with `Docker-Content-Digest` when fetched by
   tag).
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from service.outbound import (
+    BreakerState,
+    CircuitOpen,
+    HttpKernel,
+    KernelConfig,
+    ProtocolFailure,
+    ResponseTooLarge,
+    RetryPolicy,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from service.registry.auth import (
     Challenge,
     TokenCache,
@@ -38,6 +52,7 @@ from service.registry.errors import (
     InvalidReference,
     LimitExceeded,
     NotFound,
+    RegistryCircuitOpen,
     RegistryError,
     RegistryTimeout,
     Unauthorized,
@@ -65,9 +80,15 @@ MAX_ERROR_BYTES = 16 * 1024
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """Everything a `RegistryClient` is configured with; `from_settings` maps the service's."""
+    """Everything a `RegistryClient` is configured with; `from_settings` maps the service's.
+
+    `timeout` bounds one whole exchange (connect, headers, body), each retry its own."""
 
     timeout: float = 10.0
+    retries: int = 2
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
+    host_connections: int = 8
     max_manifest_bytes: int = 4 << 20
     max_blob_bytes: int = 4 << 20
     max_signatures: int = 20
@@ -78,15 +99,14 @@ class RegistryConfig:
     user_agent: str = "sigverify"
     max_redirects: int = 5
 
-    @property
-    def deadline(self) -> float:
-        """Seconds one whole request may take, body included (a slow drip cannot hold us)."""
-        return 3 * self.timeout
-
     @classmethod
     def from_settings(cls, settings: Settings) -> RegistryConfig:
         return cls(
             timeout=settings.registry_timeout,
+            retries=settings.registry_retries,
+            breaker_failures=settings.registry_breaker_failures,
+            breaker_cooldown=settings.registry_breaker_cooldown,
+            host_connections=settings.registry_host_connections,
             max_manifest_bytes=settings.max_manifest_bytes,
             max_blob_bytes=settings.max_blob_bytes,
             max_signatures=settings.max_signatures,
@@ -188,35 +208,35 @@ class RegistryClient:
         self._tokens = TokenCache(clock)
         self._challenges: dict[str, Challenge] = {}
         self._lock = threading.Lock()
-        self._http: httpx.Client | None = None
-        self._pid = 0
+        config = self.config
+        self._kernel = HttpKernel(
+            KernelConfig(
+                timeout=config.timeout,
+                host_connections=config.host_connections,
+                max_redirects=config.max_redirects,
+                retry=RetryPolicy(retries=config.retries),
+                breaker_failures=config.breaker_failures,
+                breaker_cooldown=config.breaker_cooldown,
+                headers={"user-agent": config.user_agent},
+            ),
+            transport=lambda: GuardedTransport(
+                config.policy,
+                insecure_registries=config.insecure_registries,
+                resolve=self._resolve,
+                ssl_context=self._ssl_context,
+            ),
+            clock=clock,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None or self._pid != os.getpid():
-                self._http = httpx.Client(
-                    transport=GuardedTransport(
-                        self.config.policy,
-                        insecure_registries=self.config.insecure_registries,
-                        resolve=self._resolve,
-                        ssl_context=self._ssl_context,
-                    ),
-                    timeout=httpx.Timeout(self.config.timeout),
-                    follow_redirects=True,
-                    max_redirects=self.config.max_redirects,
-                    trust_env=False,
-                    headers={"user-agent": self.config.user_agent, "accept-encoding": "identity"},
-                )
-                self._pid = os.getpid()
-            return self._http
+    @property
+    def breaker_state(self) -> BreakerState:
+        """The worst state among the registry hosts' circuit breakers."""
+        return self._kernel.breaker_state
 
     def close(self) -> None:
-        with self._lock:
-            if self._http is not None:
-                self._http.close()
-                self._http = None
+        self._kernel.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -441,64 +461,37 @@ class RegistryClient:
         params: Mapping[str, str] | None,
         what: str,
     ) -> _Body:
-        """One HTTP exchange; the body (200 only) is read up to `limit` bytes, all else mapped."""
-        client = self._client()
-        deadline = self._clock() + self.config.deadline
+        """One exchange through the kernel; a 2xx body is read up to `limit` bytes, an error
+        body up to `MAX_ERROR_BYTES` (beyond that it only loses its detail); all else mapped.
+
+        The kernel's `DeadlineExceeded` (the request's own time ran out) passes through."""
         try:
-            with client.stream(
+            answer = self._kernel.exchange(
                 method,
                 url,
                 headers=headers,
                 params=params,
-                timeout=httpx.Timeout(self.config.timeout),
-            ) as response:
-                if method == "HEAD":
-                    response.read()  # no body; reading the end keeps the connection pooled
-                    return _Body(response.status_code, response.headers, b"")
-                ok = response.status_code == 200
-                try:
-                    data = _read_capped(
-                        response, limit if ok else MAX_ERROR_BYTES, deadline, self._clock, what
-                    )
-                except _TooLargeError as exc:
-                    if ok:
-                        raise LimitExceeded(str(exc)) from None
-                    data = b""  # an oversized error body only loses its detail
-                return _Body(response.status_code, response.headers, data)
-        except httpx.TimeoutException as exc:
-            raise RegistryTimeout(f"{what}: timed out ({type(exc).__name__})") from None
-        except httpx.TooManyRedirects:
-            raise Unavailable(f"{what}: too many redirects") from None
+                limit=limit,
+                error_limit=MAX_ERROR_BYTES,
+            )
+        except ResponseTooLarge as exc:
+            raise LimitExceeded(f"{what}: {exc}") from None
+        except CircuitOpen as exc:
+            raise RegistryCircuitOpen(
+                f"{what}: registry {exc.host} is failing; circuit breaker open, not asking "
+                f"for {exc.retry_in:.0f}s",
+                host=exc.host,
+                retry_in=exc.retry_in,
+            ) from None
+        except UpstreamTimeout as exc:
+            raise RegistryTimeout(f"{what}: timed out ({exc})") from None
+        except UpstreamUnreachable as exc:
+            raise Unavailable(f"{what}: {exc.cause}: {exc.detail}") from None
+        except ProtocolFailure as exc:
+            raise Unavailable(f"{what}: {exc}") from None
         except httpx.InvalidURL as exc:  # a token realm the registry sent
             raise RegistryError(f"{what}: not a usable URL: {exc}") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
-
-
-class _TooLargeError(Exception):
-    pass
-
-
-def _read_capped(
-    response: httpx.Response,
-    limit: int,
-    deadline: float,
-    clock: Callable[[], float],
-    what: str,
-) -> bytes:
-    length = response.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise _TooLargeError(f"{what}: {length} bytes, more than the {limit}-byte limit")
-    chunks: list[bytes] = []
-    total = 0
-    for chunk in response.iter_raw():  # as received: a chunk size would buffer
-        total += len(chunk)
-        if total > limit:
-            raise _TooLargeError(f"{what}: more than the {limit}-byte limit")
-        if clock() > deadline:
-            raise RegistryTimeout(f"{what}: body not received within the request deadline")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return _Body(answer.status, answer.headers, answer.data)
 
 
 def _basic(creds: tuple[str, str]) -> str:

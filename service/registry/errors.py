@@ -7,6 +7,7 @@
 | `Unauthorized` | credentials missing or refused (401/403) | 401/403-ish 4xx |
 | `Unavailable` | 5xx, 429, connection refused, DNS failure | 502 |
 | `RegistryTimeout` | an `Unavailable` that timed out | 504 |
+| `RegistryCircuitOpen` | an `Unavailable` not asked: the host's circuit breaker is open | 503 |
 | `LimitExceeded` | a manifest, blob or signature count above its cap | 4xx |
 | `DigestMismatch` | bytes that do not hash to the digest they were fetched by | 502 |
 | `InvalidManifest` | a manifest that is not JSON or of an unsupported media type | 502 |
@@ -63,6 +64,18 @@ class RegistryTimeout(Unavailable):
     @property
     def timeout(self) -> bool:
         return True
+
+
+class RegistryCircuitOpen(Unavailable):
+    """The registry host failed again and again; its circuit breaker is open, so it is not
+    asked until `retry_in` seconds have passed (then one request probes it)."""
+
+    reason = "circuit-open"
+
+    def __init__(self, message: str, *, host: str, retry_in: float) -> None:
+        super().__init__(message)
+        self.host = host
+        self.retry_in = retry_in
 
 
 class LimitExceeded(RegistryError):  # noqa: N818

@@ -7,10 +7,11 @@ the original name, while the socket goes to the address that was checked: no sec
 no time-of-check/time-of-use gap. `GuardedTransport` also refuses schemes other than https (and
 http for insecure registries) on every request, redirects and token realms included.
 
-httpx 0.28 has no public way to give `HTTPTransport` a network backend, so the transport
-replaces its connection pool with one built on the guarded backend (`_pool` is what
-`HTTPTransport.handle_request` uses; the end-to-end guard tests fail loudly if that changes).
-Environment proxies are never used: a proxy would make the connection instead of us.
+The transport is the outbound kernel's (`service.outbound.transport.KernelTransport`) with the
+guarded backend inside its deadline-keeping one, so every operation on a vetted connection is
+also bounded by the exchange's deadline (the end-to-end guard tests fail loudly if the pool
+stops using our backend). Environment proxies are never used: a proxy would make the
+connection instead of us.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from collections.abc import Iterable
 import httpcore
 import httpx
 
+from service.outbound.transport import KernelTransport
 from service.registry.guard import AddressPolicy, Resolver, check_host, check_scheme, system_resolve
 
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 )
-
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
 class GuardedBackend(httpcore.NetworkBackend):
@@ -75,8 +75,9 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-class GuardedTransport(httpx.HTTPTransport):
-    """`HTTPTransport` whose every connection goes through `GuardedBackend`."""
+class GuardedTransport(KernelTransport):
+    """The outbound kernel's transport (`service.outbound.transport`: every network operation
+    bounded by the exchange's deadline) whose every connection goes through `GuardedBackend`."""
 
     def __init__(
         self,
@@ -85,18 +86,9 @@ class GuardedTransport(httpx.HTTPTransport):
         insecure_registries: Iterable[str] = (),
         resolve: Resolver = system_resolve,
         ssl_context: ssl.SSLContext | None = None,
-        limits: httpx.Limits = DEFAULT_LIMITS,
     ) -> None:
-        context = ssl_context or httpx.create_ssl_context(verify=True, trust_env=False)
-        super().__init__(verify=context, trust_env=False, limits=limits)
+        super().__init__(GuardedBackend(policy, resolve), ssl_context=ssl_context)
         self._insecure = tuple(insecure_registries)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(policy, resolve),
-        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.tlog.breaker import CircuitBreaker
+from service.outbound import CircuitBreaker
 from service.tlog.errors import TlogError, TlogProtocolError, TlogTimeout, TlogUnavailable
 from service.tlog.rekor import RekorClient, RekorStats
 

@@ -19,8 +19,10 @@ Caching (keys under `rekor:`, `<origin>` is the log's host and path):
 Errors are never cached. Every cached value is checked again when read, like an answer from the
 log, and refetched when it fails. Identical concurrent lookups go out once.
 
-Resilience: every request has a timeout; connect errors, timeouts, 5xx and 429 are retried with
-exponential backoff and jitter (4xx are not); a circuit breaker sheds load while the log is down.
+Resilience (the outbound kernel, `service.outbound`): every request has a timeout over the whole
+exchange and ends by the request's deadline; connect errors, timeouts, 5xx and 429 are retried
+with exponential backoff and jitter, a `Retry-After` counting up to `max_backoff` (4xx are not);
+a circuit breaker sheds load while the log is down.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -42,7 +43,18 @@ from typing import Any, TypeVar
 import httpx
 
 from service.cache import Cache, SingleFlight
-from service.tlog.breaker import BreakerState, CircuitBreaker
+from service.outbound import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpen,
+    HttpKernel,
+    KernelConfig,
+    ProtocolFailure,
+    ResponseTooLarge,
+    RetryPolicy,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from service.tlog.errors import TlogError, TlogProtocolError, TlogTimeout, TlogUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,6 +66,8 @@ MISS_TTL = 5.0
 UNPROVEN_TTL = 60.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 10  # Rekor answers at most this many uuids per /log/entries/retrieve call
+HOST_CONNECTIONS = 16  # exchanges with the log in flight at once, per worker
+RETRY_STATUSES = frozenset({429, *range(500, 600)})
 USER_AGENT = "sigverify-rekor-client/1"
 
 _ENTRY_ID = re.compile(r"(?:[0-9a-f]{16})?[0-9a-f]{64}")
@@ -234,15 +248,14 @@ def log_origin(base_url: str) -> str:
     return f"{url.host.lower()}{port}{url.path.rstrip('/')}"
 
 
-class _ResponseTooLargeError(Exception):
-    pass
-
-
 class RekorClient:
     """Looks entries up in one Rekor v1 log, through the cache. Thread-safe; one per worker.
 
-    The HTTP client is created on first use (after gunicorn forks) and again if the process was
-    forked since. `breaker=None` gives a default breaker (5 failures, 30 s cool-down) on `clock`.
+    HTTP goes through the outbound kernel (`service.outbound`), whose client is created on
+    first use (after gunicorn forks) and again if the process was forked since. `breaker=None`
+    gives a default breaker (5 failures, 30 s cool-down) on `clock`; it is the kernel's breaker
+    for the log's host. `sleep=None` waits between retries in a way that ends when the request
+    is answered.
     """
 
     def __init__(
@@ -261,10 +274,11 @@ class RekorClient:
         unproven_ttl: float = UNPROVEN_TTL,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         jitter: Callable[[], float] = random.random,
         transport: httpx.BaseTransport | None = None,
         trust_env: bool = True,
+        host_connections: int = HOST_CONNECTIONS,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -284,15 +298,29 @@ class RekorClient:
         self.unproven_ttl = unproven_ttl
         self.max_response_bytes = max_response_bytes
         self.stats = RekorStats()
-        self._clock = clock
-        self._sleep = sleep
-        self._jitter = jitter
-        self._transport = transport
-        self._trust_env = trust_env
         self._flight = SingleFlight()
-        self._client: httpx.Client | None = None
-        self._client_pid = 0
-        self._client_lock = threading.Lock()
+        self._kernel = HttpKernel(
+            KernelConfig(
+                timeout=timeout,
+                host_connections=host_connections,
+                retry=RetryPolicy(
+                    retries=retries,
+                    backoff=backoff,
+                    max_backoff=max_backoff,
+                    statuses=RETRY_STATUSES,
+                    timeouts=True,
+                    retry_after_cap=max_backoff,
+                ),
+                headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+                trust_env=trust_env,
+            ),
+            transport=None if transport is None else (lambda: transport),
+            breaker=lambda _host: self.breaker,
+            observe=self._observe,
+            clock=clock,
+            sleep=sleep,
+            jitter=jitter,
+        )
 
     # -- public lookups ---------------------------------------------------------------------
 
@@ -341,10 +369,7 @@ class RekorClient:
         return self._counted(lambda: self._entries(asked))
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client is not None and self._client_pid == os.getpid():
-                self._client.close()
-            self._client = None
+        self._kernel.close()
 
     def __enter__(self) -> RekorClient:
         return self
@@ -496,31 +521,10 @@ class RekorClient:
                     result[given] = check_entry(copy, uuid=asked[given]).document
         return {given: result.get(given) for given in asked}
 
-    # -- HTTP with retries and the breaker --------------------------------------------------
+    # -- HTTP, through the outbound kernel ----------------------------------------------------
 
-    def _http(self) -> httpx.Client:
-        pid = os.getpid()
-        with self._client_lock:
-            if self._client is None or self._client_pid != pid:
-                # after a fork the parent's connections are not ours: start afresh
-                self._client = httpx.Client(
-                    base_url=self.base_url,
-                    timeout=httpx.Timeout(self.timeout),
-                    follow_redirects=False,
-                    headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-                    transport=self._transport,
-                    trust_env=self._trust_env,
-                )
-                self._client_pid = pid
-            return self._client
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with equal jitter; a server's Retry-After counts, capped."""
-        ceiling = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
-        delay = ceiling / 2 + ceiling / 2 * self._jitter()
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff))
-        return delay
+    def _observe(self, event: str, _host: str) -> None:
+        self.stats.add("requests" if event == "request" else "retries")
 
     def _request(
         self,
@@ -530,72 +534,42 @@ class RekorClient:
         params: dict[str, str] | None = None,
         payload: object = None,
     ) -> tuple[int, bytes]:
-        """(status, body) of the first answer that is not an outage; TlogUnavailable if none."""
-        last: TlogUnavailable | None = None
-        retry_after: float | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._sleep(self._delay(attempt, retry_after))
-                self.stats.add("retries")
-            if not self.breaker.allow():
-                raise TlogUnavailable(
-                    f"rekor at {self.origin} is failing; circuit breaker open, not asking",
-                    reason="breaker_open",
-                ) from last
-            self.stats.add("requests")
-            retry_after = None
-            try:
-                status, body, retry_after = self._send(method, path, params, payload)
-            except httpx.TimeoutException as exc:
-                self.breaker.failure()
-                last = TlogTimeout(
-                    f"rekor at {self.origin} did not answer within {self.timeout}s "
-                    f"({type(exc).__name__})",
-                    reason="timeout",
-                )
-                continue
-            except httpx.TransportError as exc:
-                self.breaker.failure()
-                last = TlogUnavailable(
-                    f"rekor at {self.origin} unreachable: {type(exc).__name__}: {exc}",
-                    reason="connect",
-                )
-                continue
-            except (_ResponseTooLargeError, httpx.DecodingError) as exc:
-                self.breaker.success()
-                raise TlogProtocolError(
-                    f"rekor at {self.origin}: unreadable answer to {method} {path}: {exc}",
-                    reason="shape",
-                ) from None
-            if status >= 500 or status == 429:
-                self.breaker.failure()
-                last = TlogUnavailable(
-                    f"rekor at {self.origin} answered {status} to {method} {path}",
-                    reason=f"http_{status}",
-                )
-                continue
-            self.breaker.success()
-            return status, body
-        assert last is not None
-        raise last
+        """(status, body) of the first answer that is not an outage; TlogUnavailable if none.
 
-    def _send(
-        self, method: str, path: str, params: dict[str, str] | None, payload: object
-    ) -> tuple[int, bytes, float | None]:
-        deadline = self._clock() + self.timeout  # also bounds a log that drips its answer
-        with self._http().stream(method, path, params=params, json=payload) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_response_bytes:
-                raise _ResponseTooLargeError(f"{declared} bytes, limit {self.max_response_bytes}")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                if self._clock() > deadline:
-                    raise httpx.ReadTimeout("answer took too long", request=response.request)
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise _ResponseTooLargeError(f"over {self.max_response_bytes} bytes")
-                chunks.append(chunk)
-            retry_after = response.headers.get("retry-after", "")
-            seconds = float(retry_after) if retry_after.isdigit() else None
-            return response.status_code, b"".join(chunks), seconds
+        The kernel retries, backs off and keeps the breaker; this maps what it says. A request
+        whose own deadline passed raises the kernel's `DeadlineExceeded`, which is not an
+        outage of the log and is never turned into one."""
+        try:
+            answer = self._kernel.exchange(
+                method,
+                self.base_url + path,
+                params=params,
+                json=payload,
+                limit=self.max_response_bytes,
+            )
+        except CircuitOpen:
+            raise TlogUnavailable(
+                f"rekor at {self.origin} is failing; circuit breaker open, not asking",
+                reason="breaker_open",
+            ) from None
+        except UpstreamTimeout as exc:
+            raise TlogTimeout(
+                f"rekor at {self.origin} did not answer within {self.timeout}s ({exc.cause})",
+                reason="timeout",
+            ) from None
+        except UpstreamUnreachable as exc:
+            raise TlogUnavailable(
+                f"rekor at {self.origin} unreachable: {exc.cause}: {exc.detail}",
+                reason="connect",
+            ) from None
+        except (ResponseTooLarge, ProtocolFailure) as exc:
+            raise TlogProtocolError(
+                f"rekor at {self.origin}: unreadable answer to {method} {path}: {exc}",
+                reason="shape",
+            ) from None
+        if answer.status >= 500 or answer.status == 429:
+            raise TlogUnavailable(
+                f"rekor at {self.origin} answered {answer.status} to {method} {path}",
+                reason=f"http_{answer.status}",
+            )
+        return answer.status, answer.data

@@ -216,9 +216,10 @@ class RekorServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> RekorServer:
+    def start(self, port: int = 0) -> RekorServer:
+        """Serve on `port` (0: a free one)."""
         if self._httpd is None:
-            httpd = _Server(("127.0.0.1", 0), _Handler)
+            httpd = _Server(("127.0.0.1", port), _Handler)
             httpd.rekor = self
             self._httpd = httpd
             self._thread = threading.Thread(
@@ -235,6 +236,12 @@ class RekorServer:
                 self._thread.join(timeout=5)
             self._httpd = None
             self._thread = None
+
+    def restart(self) -> None:
+        """Stop, and serve the same log on the same port again (a Rekor restarted)."""
+        port = self.port
+        self.stop()
+        self.start(port)
 
     def __enter__(self) -> RekorServer:
         return self.start()

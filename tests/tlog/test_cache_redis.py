@@ -167,3 +167,24 @@ def test_a_sealed_value_kept_past_its_lifetime_is_a_miss(
 def test_sealer_refuses_a_short_secret() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         Sealer(b"short")
+
+
+def test_no_value_over_the_size_cap_is_stored(
+    redis_server: RedisServer, direct: redis.Redis, prefix: str
+) -> None:
+    """What an upstream serves is cached only up to the cap, in Redis and in memory alike."""
+    events: list[tuple[str, str]] = []
+    caches = (
+        RedisCache(redis_server.url, secret=SECRET, prefix=prefix, max_value_bytes=1024),
+        MemoryCache(max_value_bytes=1024),
+    )
+    for cache in caches:
+        cache.stats.observers.append(lambda event, ns: events.append((event, ns)))
+        cache.set("manifest:big", b"x" * 1025, 60)
+        cache.set("manifest:small", b"x" * 1024, 60)
+        assert cache.get("manifest:big") is None
+        assert cache.get("manifest:small") == b"x" * 1024
+        assert cache.stats.too_large == {"manifest": 1}
+    assert direct.get(prefix + "manifest:big") is None
+    assert events.count(("too-large", "manifest")) == 2
+    assert make_cache(None, secret=SECRET, max_value_bytes=10).stats.too_large == {}

@@ -187,6 +187,11 @@ Refuse contradictory values early, with the value named.
 {{- fail (printf "admissionWebhook.timeoutSeconds=%v must be above config.admission_timeout=%v (the service's time budget, default 8): otherwise the API server gives up before sigverify answers" .Values.admissionWebhook.timeoutSeconds $budget) }}
 {{- end }}
 {{- end }}
+{{- $deadline := .Values.config.request_timeout | default 30 }}
+{{- $stop := add (int .Values.preStopSleepSeconds) (ceil (float64 $deadline)) 5 }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int $stop) }}
+{{- fail (printf "terminationGracePeriodSeconds=%v must be at least preStopSleepSeconds + config.request_timeout + 5 = %v: a request in flight at SIGTERM gets its whole deadline to be answered" .Values.terminationGracePeriodSeconds $stop) }}
+{{- end }}
 {{- with .Values.config.admission_policy }}
 {{- $name := . }}
 {{- $found := false }}

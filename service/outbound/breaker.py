@@ -1,4 +1,7 @@
-"""A circuit breaker for one upstream: stop asking a log that is down, probe it now and then.
+"""A circuit breaker for one upstream host: stop asking a host that is down, probe it now and then.
+
+The outbound kernel keeps one per host (`service.outbound.kernel`); the Rekor client's is the
+one of its log's host.
 
 States:
   closed     every attempt goes through; `failure_threshold` consecutive failures open it.
@@ -26,9 +29,9 @@ HALF_OPEN: BreakerState = "half_open"
 class CircuitBreaker:
     """Counts consecutive failures of attempts against one upstream and refuses when it is down.
 
-    A caller asks `allow()` before an attempt and reports `success()` or `failure()` after it;
-    an attempt that was allowed must be reported, or a half-open probe stays in flight until
-    another cool-down has passed.
+    A caller asks `allow()` before an attempt and reports `success()`, `failure()` or
+    `abandon()` after it; an attempt that was allowed must be reported, or a half-open probe
+    stays in flight until another cool-down has passed.
     """
 
     def __init__(
@@ -63,6 +66,13 @@ class CircuitBreaker:
     def consecutive_failures(self) -> int:
         with self._lock:
             return self._failures
+
+    def retry_in(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 when it would now)."""
+        with self._lock:
+            if self._current_state() != OPEN:
+                return 0.0
+            return max(0.0, self._opened_at + self.cooldown - self._clock())
 
     def allow(self) -> bool:
         """Whether an attempt may go out now; in half-open state only the first caller may."""
@@ -99,6 +109,12 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
                 self._probe_started = None
                 self.opened += 1
+
+    def abandon(self) -> None:
+        """The attempt ended without saying anything about the upstream (refused before it
+        was sent, or cut short by the caller): a half-open probe may go out again at once."""
+        with self._lock:
+            self._probe_started = None
 
     def _current_state(self) -> BreakerState:
         if self._state == OPEN and self._clock() - self._opened_at >= self.cooldown:

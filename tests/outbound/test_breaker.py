@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from service.tlog.breaker import CircuitBreaker
+from service.outbound import CircuitBreaker
 from tests.tlog.helpers import FakeClock
 
 
